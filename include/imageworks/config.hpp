@@ -1,0 +1,110 @@
+#pragma once
+// ProxyConfig: every CHAT_PROXY_* setting (and IMAGEWORKS_OLLAMA_HOST), read once from the
+// environment, overridden by CLI flags, validated, then immutable. Nothing else reads getenv.
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace imageworks {
+
+// A bad value: names the variable (e.g. "CHAT_PROXY_PORT") and what is wrong with it.
+struct ConfigError : std::runtime_error {
+  ConfigError(std::string variable, const std::string& message)
+      : std::runtime_error(variable + ": " + message), variable(std::move(variable)) {}
+  std::string variable;
+};
+
+// One recognised setting: its variable, CLI flag, default and help text. The table of these
+// drives parsing, `config` output, CLI flag registration and docs/configuration.md.
+struct ConfigOption {
+  std::string env;          // "CHAT_PROXY_PORT"
+  std::string flag;         // "--port"
+  std::string default_value;
+  std::string kind;         // "string" | "int" | "bool" | "double" | "dir" | "list"
+  std::string help;
+  bool secret = false;      // masked in `config` output
+};
+const std::vector<ConfigOption>& config_options();
+
+struct ProxyConfig {
+  // server
+  std::string host = "127.0.0.1";
+  int port = 8100;
+  int threads = 0;                        // 0 = one per core
+  std::string log_level = "info";
+  std::uint64_t max_body_bytes = 32ull << 20;
+  int request_timeout_ms = 30000;         // whole request head+body must arrive in this time
+  int keepalive_timeout_ms = 60000;       // idle keep-alive connection closed after this
+  int shutdown_grace_ms = 10000;          // in-flight requests get this long on SIGTERM
+  // registry and listing
+  std::string registry_dir = "configs";
+  std::string template_dir;               // default: <registry_dir>/chat_templates
+  int registry_poll_ms = 1000;
+  bool suppress_decorations = true;
+  bool include_non_installed = false;
+  bool include_test_models = false;
+  std::string profile = "production";
+  bool enable_debug_routes = true;
+  bool enable_metrics = false;
+  int metrics_window_s = 300;
+  // forwarding
+  int backend_timeout_ms = 120000;
+  int stream_idle_timeout_ms = 60000;
+  int switch_wait_timeout_ms = 300000;
+  bool disable_tool_normalization = false;
+  // policy / normalisation
+  bool require_template = true;
+  std::uint64_t max_image_bytes = 6000000;
+  bool image_downscale = true;
+  int image_max_edge = 2048;
+  bool fetch_image_urls = false;
+  bool strip_images_for_text_models = false;
+  bool vision_truncate_history = true;
+  int vision_keep_last_n_turns = 1;
+  bool reasoning_truncate_history = false;
+  int reasoning_keep_last_n_turns = 2;
+  // telemetry
+  std::string log_path = "logs/chat_proxy.jsonl";
+  std::uint64_t max_log_bytes = 50000000;
+  int log_keep_files = 5;
+  bool log_prompts = false;
+  // backends
+  std::string ollama_base_url = "http://127.0.0.1:11434";
+  int ollama_unload_timeout_ms = 15000;
+  bool vllm_single_port = true;
+  int vllm_port = 24001;
+  std::string vllm_state_path = "_staging/active_vllm.json";
+  double vllm_gpu_memory_utilization = 0.85;
+  int vllm_max_model_len = 8192;
+  std::string vllm_command = "vllm";
+  int vllm_start_timeout_s = 600;
+  int vllm_stop_grace_s = 20;
+  std::string vllm_remote_url;
+  bool autostart_enabled = false;
+  std::string autostart_map;
+  int autostart_grace_s = 120;
+  std::string loopback_alias;
+  bool release_on_exit = true;
+  // security
+  std::vector<std::string> api_keys;
+  std::string api_keys_file;
+  bool admin_loopback_only = true;
+};
+
+using EnvMap = std::map<std::string, std::string>;
+
+// The process environment restricted to the variables in config_options().
+EnvMap read_process_env();
+
+// Parse `env` (variables) overridden by `flags` (keyed by variable name too). Throws
+// ConfigError naming the variable for a bad number, bad bool or missing directory.
+ProxyConfig load_config(const EnvMap& env, const EnvMap& flags = {});
+
+// The effective configuration as JSON keyed by variable name, secrets masked ("***").
+nlohmann::json config_to_json(const ProxyConfig& cfg);
+
+}  // namespace imageworks

@@ -1,0 +1,25 @@
+#pragma once
+// Helpers shared by the test binaries: temp directories, source paths.
+#include <filesystem>
+#include <string>
+
+namespace imageworks::test {
+
+// A fresh directory under the system temp dir, removed on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  // Write `content` to path()/name (creating parent dirs) and return the full path.
+  std::filesystem::path write(const std::string& name, const std::string& content) const;
+ private:
+  std::filesystem::path path_;
+};
+
+// The project's source directory (IMAGEWORKS_SOURCE_DIR, set by ctest), or ".".
+std::filesystem::path source_dir();
+
+}  // namespace imageworks::test
