@@ -27,6 +27,7 @@ struct ConfigOption {
   std::string kind;         // "string" | "int" | "bool" | "double" | "dir" | "list"
   std::string help;
   bool secret = false;      // masked in `config` output
+  std::string fallback_env; // read when `env` is unset, e.g. IMAGEWORKS_OLLAMA_HOST
 };
 const std::vector<ConfigOption>& config_options();
 
@@ -102,6 +103,7 @@ EnvMap read_process_env();
 
 // Parse `env` (variables) overridden by `flags` (keyed by variable name too). Throws
 // ConfigError naming the variable for a bad number, bad bool or missing directory.
+// An empty value, in either map, counts as unset: the option keeps its default.
 ProxyConfig load_config(const EnvMap& env, const EnvMap& flags = {});
 
 // The effective configuration as JSON keyed by variable name, secrets masked ("***").

@@ -1,0 +1,50 @@
+#pragma once
+// The daemon's shared state: immutable config, the registry service (current snapshot,
+// hot reload on its own thread) and process facts. Route handlers receive an App&.
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <thread>
+
+#include "imageworks/asio.hpp"
+#include "imageworks/config.hpp"
+#include "imageworks/http.hpp"
+#include "imageworks/registry.hpp"
+
+namespace imageworks {
+
+// Owns the RegistryLoader on a private thread: the poll loop and explicit reloads run
+// there (file reads never block the event loop) and publish snapshots through the holder.
+class RegistryService {
+ public:
+  explicit RegistryService(const ProxyConfig& cfg);  // loads once, synchronously
+  ~RegistryService();
+  std::shared_ptr<const RegistrySnapshot> snapshot() const { return holder_.get(); }
+  void start_watching();
+  void stop();
+  // Reload now on the service thread; completes on the caller's executor.
+  asio::awaitable<std::shared_ptr<const RegistrySnapshot>> reload();
+
+ private:
+  asio::awaitable<void> watch_loop();
+  std::shared_ptr<const RegistrySnapshot> load_and_publish(const char* why);
+
+  std::chrono::milliseconds poll_;
+  RegistryLoader loader_;
+  RegistryHolder holder_;
+  asio::io_context ioc_{1};
+  std::thread thread_;
+};
+
+struct App {
+  explicit App(ProxyConfig c) : cfg(std::move(c)), registry(cfg) {}
+  const ProxyConfig cfg;
+  RegistryService registry;
+  const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  // Relay of POST /v1/<route> to the model's backend (the ChatForwarder); set by main.
+  std::function<asio::awaitable<void>(Exchange&, const std::string& path)> forward;
+};
+
+ListingOptions listing_options(const ProxyConfig& cfg);
+
+}  // namespace imageworks

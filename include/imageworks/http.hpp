@@ -1,0 +1,74 @@
+#pragma once
+// The downstream side of one HTTP exchange: the parsed request and the means to answer it,
+// either whole (send) or as a chunked stream (start_stream / write_chunk / end_stream).
+// One Exchange per request; it lives on the session's coroutine frame.
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "imageworks/asio.hpp"
+#include "imageworks/errors.hpp"
+
+namespace imageworks {
+
+using Executor = asio::io_context::executor_type;
+using Stream = beast::basic_stream<tcp, Executor, beast::unlimited_rate_policy>;
+using Request = http::request<http::string_body>;
+
+class Exchange {
+ public:
+  Exchange(Stream& stream, Request& req, tcp::endpoint remote, std::string request_id,
+           std::chrono::milliseconds write_timeout, bool server_stopping)
+      : stream_(stream), req_(req), remote_(std::move(remote)), request_id_(std::move(request_id)),
+        write_timeout_(write_timeout), keep_alive_(req.keep_alive() && !server_stopping) {}
+
+  Request& request() { return req_; }
+  const Request& request() const { return req_; }
+  const std::string& request_id() const { return request_id_; }
+  const tcp::endpoint& remote() const { return remote_; }
+  bool remote_is_loopback() const;
+  Stream& stream() { return stream_; }
+  bool head_sent() const { return head_sent_; }
+  bool keep_alive() const { return keep_alive_; }
+  void set_close() { keep_alive_ = false; }
+  int status() const { return status_; }
+  std::uint64_t bytes_out() const { return bytes_out_; }
+
+  // Extra header for the next response head (e.g. Retry-After).
+  void add_header(std::string name, std::string value) {
+    extra_headers_.emplace_back(std::move(name), std::move(value));
+  }
+
+  asio::awaitable<void> send(http::status status, std::string body,
+                             std::string_view content_type = "application/json");
+  asio::awaitable<void> send_json(http::status status, std::string body) {
+    return send(status, std::move(body), "application/json");
+  }
+  asio::awaitable<void> send_error(const ProxyError& e);
+
+  // Chunked streaming response. `first_chunk` (may be empty) goes out in the same write
+  // as the head, saving a syscall on the hot path.
+  asio::awaitable<void> start_stream(http::status status, std::string_view content_type,
+                                     std::string_view first_chunk = {});
+  asio::awaitable<void> write_chunk(std::string_view data);
+  asio::awaitable<void> end_stream(std::string_view last_data = {});
+
+ private:
+  template <class Fields>
+  void apply_common_headers(Fields& fields, std::string_view content_type);
+
+  Stream& stream_;
+  Request& req_;
+  tcp::endpoint remote_;
+  std::string request_id_;
+  std::chrono::milliseconds write_timeout_;
+  bool keep_alive_;
+  bool head_sent_ = false;
+  int status_ = 0;
+  std::uint64_t bytes_out_ = 0;
+  std::vector<std::pair<std::string, std::string>> extra_headers_;
+  std::string scratch_;  // reused framing buffer for chunks
+};
+
+}  // namespace imageworks

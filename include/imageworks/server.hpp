@@ -1,0 +1,78 @@
+#pragma once
+// HTTP/1.1 server: one io_context per thread, a single acceptor handing connections out
+// round-robin, keep-alive sessions with header/body limits and read deadlines, and a
+// graceful stop (stop accepting, close idle connections, let in-flight requests finish up
+// to a grace period).
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "imageworks/http.hpp"
+
+namespace imageworks {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  unsigned short port = 8100;
+  int threads = 1;
+  std::uint64_t max_body_bytes = 32ull << 20;
+  std::size_t max_header_bytes = 16 * 1024;
+  std::size_t max_header_fields = 100;
+  std::chrono::milliseconds request_timeout{30000};
+  std::chrono::milliseconds keepalive_timeout{60000};
+  std::chrono::milliseconds write_timeout{60000};
+  std::chrono::milliseconds shutdown_grace{10000};
+};
+
+using Handler = std::function<asio::awaitable<void>(Exchange&)>;
+
+class Server {
+ public:
+  Server(ServerOptions opts, Handler handler);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Bind and listen; returns the bound port (useful with port 0).
+  unsigned short listen();
+  // Serve until SIGINT/SIGTERM or stop(), then drain. Blocks the calling thread.
+  void run();
+  // Begin a graceful stop; safe from any thread.
+  void stop();
+  bool stopping() const { return stopping_.load(std::memory_order_relaxed); }
+  // Called once on the first context when a stop begins (e.g. to stop backends).
+  void on_stop(std::function<void()> fn) { on_stop_ = std::move(fn); }
+  asio::io_context& context(std::size_t i) { return *contexts_.at(i); }
+  std::size_t context_count() const { return contexts_.size(); }
+
+ private:
+  struct Session;
+  asio::awaitable<void> accept_loop();
+  asio::awaitable<void> run_session(std::shared_ptr<Session> s);
+  asio::awaitable<void> drain();
+  void begin_stop();
+
+  ServerOptions opts_;
+  Handler handler_;
+  std::vector<std::unique_ptr<asio::io_context>> contexts_;
+  std::vector<asio::executor_work_guard<Executor>> guards_;
+  std::optional<tcp::acceptor> acceptor_;
+  asio::signal_set signals_;
+  std::atomic<bool> stopping_{false};
+  std::size_t next_context_ = 0;
+  std::mutex sessions_mu_;
+  std::set<std::shared_ptr<Session>> sessions_;
+  std::function<void()> on_stop_;
+};
+
+// A request id: the client's x-request-id when sane, else a fresh one.
+std::string make_request_id(std::string_view client_supplied);
+
+}  // namespace imageworks

@@ -1,0 +1,377 @@
+// ProxyConfig loading. One table binds every variable to its ProxyConfig field, parser and
+// printer, so parsing, the `config` output, CLI flags and docs cannot drift apart.
+#include "imageworks/config.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <sstream>
+#include <string_view>
+
+namespace imageworks {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+// One option plus how to parse a value into its field and show the field again.
+struct Binding {
+  ConfigOption option;
+  std::function<void(ProxyConfig&, const std::string&)> parse;  // throws ConfigError
+  std::function<json(const ProxyConfig&)> show;
+};
+
+std::string trim(std::string_view s) {
+  auto space = [](unsigned char c) { return std::isspace(c) != 0; };
+  while (!s.empty() && space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && space(s.back())) s.remove_suffix(1);
+  return std::string(s);
+}
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// The bad value as a JSON string literal: quoted, and control bytes cannot garble a log.
+std::string quoted(const std::string& value) {
+  return json(value).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+[[noreturn]] void fail(const std::string& var, const std::string& what, const std::string& v) {
+  throw ConfigError(var, what + ", got " + quoted(v));
+}
+
+// `open` = no upper bound worth printing (the field type's own maximum).
+std::string range_text(long long lo, long long hi, bool open) {
+  if (!open) return "must be between " + std::to_string(lo) + " and " + std::to_string(hi);
+  return lo == 1 ? "must be greater than 0" : "must be at least " + std::to_string(lo);
+}
+
+long long parse_integer(const std::string& var, const std::string& v, long long lo,
+                        long long hi, bool open) {
+  long long n = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec == std::errc::result_out_of_range) fail(var, range_text(lo, hi, open), v);
+  if (ec != std::errc() || end != v.data() + v.size()) fail(var, "expected an integer", v);
+  if (n < lo || n > hi) fail(var, range_text(lo, hi, open), v);
+  return n;
+}
+
+bool parse_bool(const std::string& var, const std::string& v) {
+  auto l = lower(v);
+  if (l == "1" || l == "true" || l == "yes" || l == "on") return true;
+  if (l == "0" || l == "false" || l == "no" || l == "off") return false;
+  fail(var, "expected a boolean (1/0, true/false, yes/no, on/off)", v);
+}
+
+std::vector<std::string> split_list(const std::string& v) {
+  std::vector<std::string> out;
+  std::stringstream in(v);
+  for (std::string item; std::getline(in, item, ',');) {
+    if (auto t = trim(item); !t.empty()) out.push_back(std::move(t));
+  }
+  return out;
+}
+
+// Env name and flag both derive from the field name, so they cannot disagree.
+Binding base(const std::string& field, const char* kind, const char* help) {
+  std::string env = "CHAT_PROXY_", flag = "--";
+  for (char c : field) {
+    env += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    flag += c == '_' ? '-' : c;
+  }
+  Binding b;
+  b.option.env = env;
+  b.option.flag = flag;
+  b.option.kind = kind;
+  b.option.help = help;
+  return b;
+}
+
+// The largest value of T that parse_integer (long long) can represent.
+template <typename T>
+constexpr long long type_max() {
+  return static_cast<long long>(std::min<unsigned long long>(
+      std::numeric_limits<T>::max(), std::numeric_limits<long long>::max()));
+}
+
+// Integers, signed or not, in [lo, hi]; hi defaults to what the field's type can hold.
+template <typename T>
+Binding integer(const std::string& field, T ProxyConfig::*member, const char* help,
+                long long lo, long long hi = type_max<T>()) {
+  Binding b = base(field, "int", help);
+  b.option.default_value = std::to_string(ProxyConfig{}.*member);
+  b.parse = [member, lo, hi, var = b.option.env](ProxyConfig& c, const std::string& v) {
+    c.*member = static_cast<T>(parse_integer(var, v, lo, hi, hi == type_max<T>()));
+  };
+  b.show = [member](const ProxyConfig& c) { return json(c.*member); };
+  return b;
+}
+
+Binding boolean(const std::string& field, bool ProxyConfig::*member, const char* help) {
+  Binding b = base(field, "bool", help);
+  b.option.default_value = ProxyConfig{}.*member ? "1" : "0";
+  b.parse = [member, var = b.option.env](ProxyConfig& c, const std::string& v) {
+    c.*member = parse_bool(var, v);
+  };
+  b.show = [member](const ProxyConfig& c) { return json(c.*member); };
+  return b;
+}
+
+// A fraction in (0, 1] — the only double setting is the vLLM GPU memory share.
+Binding fraction(const std::string& field, double ProxyConfig::*member, const char* help) {
+  Binding b = base(field, "double", help);
+  std::ostringstream def;
+  def << ProxyConfig{}.*member;
+  b.option.default_value = def.str();
+  b.parse = [member, var = b.option.env](ProxyConfig& c, const std::string& v) {
+    double d = 0;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
+    if (ec != std::errc() || end != v.data() + v.size()) fail(var, "expected a number", v);
+    if (!(d > 0.0 && d <= 1.0)) fail(var, "must be greater than 0 and at most 1", v);
+    c.*member = d;
+  };
+  b.show = [member](const ProxyConfig& c) { return json(c.*member); };
+  return b;
+}
+
+// Checks (and may normalise) a string value; throws ConfigError for a bad one.
+using Check = std::function<std::string(const std::string& var, const std::string& v)>;
+
+Binding text(const std::string& field, std::string ProxyConfig::*member, const char* help,
+             Check check = {}, const char* kind = "string") {
+  Binding b = base(field, kind, help);
+  b.option.default_value = ProxyConfig{}.*member;
+  b.parse = [member, check, var = b.option.env](ProxyConfig& c, const std::string& v) {
+    c.*member = check ? check(var, v) : v;
+  };
+  b.show = [member](const ProxyConfig& c) { return json(c.*member); };
+  return b;
+}
+
+Binding list(const std::string& field, std::vector<std::string> ProxyConfig::*member,
+             const char* help) {
+  Binding b = base(field, "list", help);
+  b.parse = [member](ProxyConfig& c, const std::string& v) { c.*member = split_list(v); };
+  b.show = [member](const ProxyConfig& c) { return json(c.*member); };
+  return b;
+}
+
+Binding secret(Binding b) {
+  b.option.secret = true;
+  return b;
+}
+
+Binding with_fallback(Binding b, const char* fallback_env) {
+  b.option.fallback_env = fallback_env;
+  return b;
+}
+
+std::string check_log_level(const std::string& var, const std::string& v) {
+  static const std::vector<std::string> levels{"trace", "debug", "info", "warn",
+                                               "error", "critical", "off"};
+  auto l = lower(v);
+  if (std::find(levels.begin(), levels.end(), l) == levels.end())
+    fail(var, "expected one of trace, debug, info, warn, error, critical, off", v);
+  return l;
+}
+
+// An empty URL is allowed: it switches the feature off (vllm_remote_url).
+std::string check_url(const std::string& var, const std::string& v) {
+  if (v.empty() || v.starts_with("http://") || v.starts_with("https://")) return v;
+  fail(var, "expected an http:// or https:// URL", v);
+}
+
+// Ollama's own OLLAMA_HOST convention is a bare host:port, so accept that too.
+std::string check_ollama_url(const std::string& var, const std::string& v) {
+  return check_url(var, v.find("://") == std::string::npos ? "http://" + v : v);
+}
+
+std::string check_dir(const std::string& var, const std::string& v) {
+  std::error_code ec;
+  if (!fs::exists(v, ec)) fail(var, "directory does not exist", v);
+  if (!fs::is_directory(v, ec)) fail(var, "not a directory", v);
+  return v;
+}
+
+std::vector<Binding> build_bindings() {
+  using C = ProxyConfig;
+  return {
+      // server
+      text("host", &C::host, "Bind address of the HTTP listener"),
+      integer("port", &C::port, "Listen port (0 = an ephemeral port, used by tests)", 0, 65535),
+      integer("threads", &C::threads, "Event-loop threads (0 = one per CPU core)", 0, 1024),
+      text("log_level", &C::log_level,
+           "Log level: trace, debug, info, warn, error, critical or off", check_log_level),
+      integer("max_body_bytes", &C::max_body_bytes, "Largest request body accepted (413 above)", 1),
+      integer("request_timeout_ms", &C::request_timeout_ms,
+              "Time for a request's head and body to arrive", 1),
+      integer("keepalive_timeout_ms", &C::keepalive_timeout_ms,
+              "Idle keep-alive connections are closed after this", 1),
+      integer("shutdown_grace_ms", &C::shutdown_grace_ms,
+              "How long in-flight requests may finish after SIGTERM/SIGINT", 0),
+      // registry and listing
+      text("registry_dir", &C::registry_dir,
+           "Directory of the layered model registry (must exist)", check_dir, "dir"),
+      text("template_dir", &C::template_dir,
+           "Chat template directory (empty = <registry_dir>/chat_templates)"),
+      integer("registry_poll_ms", &C::registry_poll_ms,
+              "How often registry files are checked for changes", 1),
+      boolean("suppress_decorations", &C::suppress_decorations,
+              "Simplified model ids without backend/format fields in /v1/models"),
+      boolean("include_non_installed", &C::include_non_installed,
+              "List entries whose download_path is not on disk"),
+      boolean("include_test_models", &C::include_test_models, "List entries flagged testing"),
+      text("profile", &C::profile, "Only list entries in this profile"),
+      boolean("enable_debug_routes", &C::enable_debug_routes, "Serve /v1/debug/*"),
+      boolean("enable_metrics", &C::enable_metrics, "Serve /v1/metrics and /metrics"),
+      integer("metrics_window_s", &C::metrics_window_s, "Rolling window of the metrics", 1),
+      // forwarding
+      integer("backend_timeout_ms", &C::backend_timeout_ms,
+              "Upstream connect + first byte (or whole non-stream reply) timeout", 1),
+      integer("stream_idle_timeout_ms", &C::stream_idle_timeout_ms,
+              "Longest gap between stream chunks", 1),
+      integer("switch_wait_timeout_ms", &C::switch_wait_timeout_ms,
+              "How long a request waits for a model switch before 503", 1),
+      boolean("disable_tool_normalization", &C::disable_tool_normalization,
+              "Pass legacy function_call replies through unchanged"),
+      // policy / normalisation
+      boolean("require_template", &C::require_template,
+              "Chat requests need a chat template (400 otherwise)"),
+      integer("max_image_bytes", &C::max_image_bytes, "Largest decoded image", 1),
+      boolean("image_downscale", &C::image_downscale, "Downscale images that are too large"),
+      integer("image_max_edge", &C::image_max_edge, "Longest image edge (0 = no limit)", 0),
+      boolean("fetch_image_urls", &C::fetch_image_urls,
+              "Fetch http(s) image URLs for backends that cannot"),
+      boolean("strip_images_for_text_models", &C::strip_images_for_text_models,
+              "Drop images sent to text-only models instead of 409"),
+      boolean("vision_truncate_history", &C::vision_truncate_history,
+              "Truncate history of vision requests"),
+      integer("vision_keep_last_n_turns", &C::vision_keep_last_n_turns,
+              "User turns kept in vision requests", 0),
+      boolean("reasoning_truncate_history", &C::reasoning_truncate_history,
+              "Truncate history of requests to reasoning models"),
+      integer("reasoning_keep_last_n_turns", &C::reasoning_keep_last_n_turns,
+              "User turns kept for reasoning models", 0),
+      // telemetry
+      text("log_path", &C::log_path, "JSONL request log"),
+      integer("max_log_bytes", &C::max_log_bytes, "Request log rotates at this size", 1),
+      integer("log_keep_files", &C::log_keep_files, "Rotated request logs kept", 0),
+      boolean("log_prompts", &C::log_prompts, "Log messages and replies too"),
+      // backends
+      with_fallback(text("ollama_base_url", &C::ollama_base_url,
+                         "Ollama server (fallback: IMAGEWORKS_OLLAMA_HOST)", check_ollama_url),
+                    "IMAGEWORKS_OLLAMA_HOST"),
+      integer("ollama_unload_timeout_ms", &C::ollama_unload_timeout_ms,
+              "Wait for Ollama to unload models", 1),
+      boolean("vllm_single_port", &C::vllm_single_port, "One managed vLLM server at a time"),
+      integer("vllm_port", &C::vllm_port, "Port of the managed vLLM server", 1, 65535),
+      text("vllm_state_path", &C::vllm_state_path, "State file of the managed vLLM server"),
+      fraction("vllm_gpu_memory_utilization", &C::vllm_gpu_memory_utilization,
+               "vLLM --gpu-memory-utilization, in (0, 1]"),
+      integer("vllm_max_model_len", &C::vllm_max_model_len,
+              "vLLM --max-model-len when the entry has no context_length", 1),
+      text("vllm_command", &C::vllm_command, "vLLM executable"),
+      integer("vllm_start_timeout_s", &C::vllm_start_timeout_s, "Wait for vLLM to be healthy", 1),
+      integer("vllm_stop_grace_s", &C::vllm_stop_grace_s, "SIGTERM to SIGKILL grace for vLLM", 0),
+      text("vllm_remote_url", &C::vllm_remote_url,
+           "Remote vLLM executor admin URL (empty = manage vLLM locally)", check_url),
+      boolean("autostart_enabled", &C::autostart_enabled, "Start unhealthy backends on demand"),
+      text("autostart_map", &C::autostart_map,
+           "backend=command list, comma separated (backend:command accepted)"),
+      integer("autostart_grace_s", &C::autostart_grace_s, "Wait for an autostarted backend", 1),
+      text("loopback_alias", &C::loopback_alias, "Extra host name that counts as loopback"),
+      boolean("release_on_exit", &C::release_on_exit, "Unload models and stop vLLM on exit"),
+      // security
+      secret(list("api_keys", &C::api_keys,
+                  "Accepted bearer keys, comma separated (empty = no auth)")),
+      text("api_keys_file", &C::api_keys_file,
+           "File of accepted keys, one a line, # comments (added to api_keys)"),
+      boolean("admin_loopback_only", &C::admin_loopback_only,
+              "Admin, reload and debug routes answer loopback clients only"),
+  };
+}
+
+const std::vector<Binding>& bindings() {
+  static const std::vector<Binding> table = build_bindings();
+  return table;
+}
+
+// The first non-empty of: flag, variable, fallback variable; else the default.
+std::string pick_value(const ConfigOption& opt, const EnvMap& env, const EnvMap& flags) {
+  auto lookup = [](const EnvMap& m, const std::string& key) -> std::string {
+    if (key.empty()) return {};
+    auto it = m.find(key);
+    return it == m.end() ? std::string() : trim(it->second);
+  };
+  for (auto v : {lookup(flags, opt.env), lookup(env, opt.env), lookup(env, opt.fallback_env)})
+    if (!v.empty()) return v;
+  return opt.default_value;
+}
+
+void add_keys_from_file(ProxyConfig& cfg) {
+  if (cfg.api_keys_file.empty()) return;
+  const std::string var = "CHAT_PROXY_API_KEYS_FILE";
+  std::error_code ec;
+  std::ifstream in(cfg.api_keys_file);
+  if (!fs::is_regular_file(cfg.api_keys_file, ec) || !in) fail(var, "cannot read file", cfg.api_keys_file);
+  for (std::string line; std::getline(in, line);) {
+    auto key = trim(line);
+    if (!key.empty() && key.front() != '#') cfg.api_keys.push_back(std::move(key));
+  }
+  if (in.bad()) fail(var, "cannot read file", cfg.api_keys_file);
+}
+
+json mask(const json& value) {
+  if (value.is_array()) return json::array_t(value.size(), "***");
+  if (value.is_string() && value.get_ref<const std::string&>().empty()) return value;
+  return "***";
+}
+
+}  // namespace
+
+const std::vector<ConfigOption>& config_options() {
+  static const std::vector<ConfigOption> options = [] {
+    std::vector<ConfigOption> out;
+    for (const auto& b : bindings()) out.push_back(b.option);
+    return out;
+  }();
+  return options;
+}
+
+EnvMap read_process_env() {
+  EnvMap env;
+  for (const auto& opt : config_options()) {
+    for (const auto& name : {opt.env, opt.fallback_env}) {
+      if (name.empty()) continue;
+      if (const char* v = std::getenv(name.c_str())) env[name] = v;
+    }
+  }
+  return env;
+}
+
+ProxyConfig load_config(const EnvMap& env, const EnvMap& flags) {
+  ProxyConfig cfg;
+  for (const auto& b : bindings()) b.parse(cfg, pick_value(b.option, env, flags));
+  if (cfg.template_dir.empty())
+    cfg.template_dir = (fs::path(cfg.registry_dir) / "chat_templates").string();
+  add_keys_from_file(cfg);
+  return cfg;
+}
+
+json config_to_json(const ProxyConfig& cfg) {
+  json out = json::object();
+  for (const auto& b : bindings()) {
+    auto value = b.show(cfg);
+    out[b.option.env] = b.option.secret ? mask(value) : value;
+  }
+  return out;
+}
+
+}  // namespace imageworks

@@ -1,0 +1,139 @@
+#include "imageworks/server.hpp"
+
+#include <csignal>
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+namespace imageworks {
+
+struct Server::Session {
+  explicit Session(Stream s) : stream(std::move(s)) {}
+  Stream stream;
+  bool busy = false;  // a request is being handled (touched only on the session's context)
+};
+
+namespace {
+
+bool sane_request_id(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (unsigned char c : id)
+    if (c < 0x21 || c > 0x7e) return false;
+  return true;
+}
+
+}  // namespace
+
+std::string make_request_id(std::string_view client_supplied) {
+  if (sane_request_id(client_supplied)) return std::string(client_supplied);
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "req-%016llx", static_cast<unsigned long long>(rng()));
+  return buf;
+}
+
+Server::Server(ServerOptions opts, Handler handler)
+    : opts_(std::move(opts)), handler_(std::move(handler)),
+      contexts_([&] {
+        std::vector<std::unique_ptr<asio::io_context>> v;
+        int n = std::max(1, opts_.threads);
+        for (int i = 0; i < n; ++i) v.push_back(std::make_unique<asio::io_context>(1));
+        return v;
+      }()),
+      signals_(*contexts_.front(), SIGINT, SIGTERM) {
+  for (auto& c : contexts_) guards_.emplace_back(c->get_executor());
+}
+
+Server::~Server() = default;
+
+unsigned short Server::listen() {
+  auto& ioc = *contexts_.front();
+  tcp::endpoint ep{asio::ip::make_address(opts_.host), opts_.port};
+  acceptor_.emplace(ioc);
+  acceptor_->open(ep.protocol());
+  acceptor_->set_option(asio::socket_base::reuse_address(true));
+  acceptor_->bind(ep);
+  acceptor_->listen(asio::socket_base::max_listen_connections);
+  return acceptor_->local_endpoint().port();
+}
+
+void Server::run() {
+  if (!acceptor_) listen();
+  signals_.async_wait([this](const beast::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("[server] signal {} received: stopping", sig);
+    begin_stop();
+  });
+  asio::co_spawn(*contexts_.front(), accept_loop(), asio::detached);
+  std::vector<std::thread> threads;
+  for (std::size_t i = 1; i < contexts_.size(); ++i)
+    threads.emplace_back([this, i] { contexts_[i]->run(); });
+  contexts_.front()->run();
+  for (auto& c : contexts_) c->stop();
+  for (auto& t : threads) t.join();
+  std::lock_guard lk(sessions_mu_);
+  sessions_.clear();
+}
+
+void Server::stop() {
+  asio::post(*contexts_.front(), [this] { begin_stop(); });
+}
+
+void Server::begin_stop() {
+  if (stopping_.exchange(true)) return;
+  beast::error_code ec;
+  signals_.cancel(ec);
+  if (acceptor_) acceptor_->close(ec);
+  if (on_stop_) on_stop_();
+  // Close idle keep-alive connections now; busy ones close after their response.
+  std::lock_guard lk(sessions_mu_);
+  for (auto& s : sessions_) {
+    asio::post(s->stream.get_executor(), [s] {
+      if (!s->busy) s->stream.cancel();
+    });
+  }
+  asio::co_spawn(*contexts_.front(), drain(), asio::detached);
+}
+
+asio::awaitable<void> Server::drain() {
+  auto deadline = std::chrono::steady_clock::now() + opts_.shutdown_grace;
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  for (;;) {
+    std::size_t open;
+    {
+      std::lock_guard lk(sessions_mu_);
+      open = sessions_.size();
+    }
+    if (open == 0) break;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      spdlog::warn("[server] grace period over with {} connection(s) still open", open);
+      break;
+    }
+    timer.expires_after(std::chrono::milliseconds(20));
+    co_await timer.async_wait(asio::use_awaitable);
+  }
+  guards_.clear();
+  for (auto& c : contexts_) c->stop();
+}
+
+asio::awaitable<void> Server::accept_loop() {
+  while (!stopping()) {
+    auto& target = *contexts_[next_context_++ % contexts_.size()];
+    beast::error_code ec;
+    auto socket = co_await acceptor_->async_accept(target, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (stopping() || ec == asio::error::operation_aborted) break;
+      spdlog::warn("[server] accept failed: {}", ec.message());
+      continue;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    auto session = std::make_shared<Session>(Stream(std::move(socket)));
+    {
+      std::lock_guard lk(sessions_mu_);
+      sessions_.insert(session);
+    }
+    asio::co_spawn(target, run_session(session), asio::detached);
+  }
+}
+
+}  // namespace imageworks

@@ -1,0 +1,122 @@
+// One keep-alive connection: read a request under a deadline and the size limits, hand it
+// to the router, repeat. Requests we cannot read get a JSON error and the connection closes.
+#include <spdlog/spdlog.h>
+
+#include "imageworks/server.hpp"
+
+namespace imageworks {
+
+namespace {
+
+asio::awaitable<void> reply_and_close(Stream& stream, int status, std::string_view code,
+                                      std::string_view message, std::chrono::milliseconds timeout) {
+  http::response<http::string_body> res{static_cast<http::status>(status), 11};
+  res.set(http::field::server, "imageworks-chat-proxy");
+  res.set(http::field::content_type, "application/json");
+  res.set("x-request-id", make_request_id({}));
+  res.keep_alive(false);
+  res.body() = error_body(status, code, message);
+  res.prepare_payload();
+  stream.expires_after(timeout);
+  beast::error_code ec;
+  co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
+}
+
+// Maps a failed read to the reply it deserves, or none (timeout, EOF, reset: just close).
+struct ReadFailure {
+  int status = 0;
+  std::string_view code;
+  std::string message;
+};
+ReadFailure classify_read_error(const beast::error_code& ec) {
+  if (ec == http::error::header_limit)
+    return {431, "err_headers_too_large", "request headers exceed the 16 KiB limit"};
+  if (ec == http::error::body_limit)
+    return {413, "err_payload_too_large", "request body exceeds CHAT_PROXY_MAX_BODY_BYTES"};
+  if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+      ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
+      ec == asio::error::eof || ec == http::error::partial_message)
+    return {};
+  if (ec.category() == http::make_error_code(http::error::bad_method).category())
+    return {400, "err_bad_request", "malformed HTTP request: " + ec.message()};
+  return {};
+}
+
+}  // namespace
+
+asio::awaitable<void> Server::run_session(std::shared_ptr<Session> s) {
+  auto& stream = s->stream;
+  beast::flat_buffer buffer;
+  buffer.reserve(16 * 1024);
+  bool first = true;
+  try {
+    while (!stopping()) {
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(static_cast<std::uint32_t>(opts_.max_header_bytes));
+      parser.body_limit(opts_.max_body_bytes);
+      parser.eager(true);
+      // One deadline covers the idle wait and the whole request: a client that sends half
+      // a request and stalls is cut off when it passes.
+      stream.expires_after(first ? opts_.request_timeout : opts_.keepalive_timeout);
+      first = false;
+      beast::error_code ec;
+      co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec) {
+        const auto& head = parser.get();
+        std::size_t fields = std::distance(head.begin(), head.end());
+        if (fields > opts_.max_header_fields) {
+          co_await reply_and_close(stream, 431, "err_headers_too_large",
+                                   "request has more than 100 header fields", opts_.write_timeout);
+          break;
+        }
+        auto len = parser.content_length();
+        if (len && *len > opts_.max_body_bytes) {
+          co_await reply_and_close(stream, 413, "err_payload_too_large",
+                                   "request body exceeds CHAT_PROXY_MAX_BODY_BYTES", opts_.write_timeout);
+          break;
+        }
+        if (!parser.is_done()) {
+          stream.expires_after(opts_.request_timeout);
+          co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+        }
+      }
+      if (ec) {
+        auto f = classify_read_error(ec);
+        if (f.status) co_await reply_and_close(stream, f.status, f.code, f.message, opts_.write_timeout);
+        break;
+      }
+      stream.expires_never();
+      Request req = parser.release();
+      auto id = make_request_id(req["x-request-id"]);
+      beast::error_code rec;
+      auto remote = stream.socket().remote_endpoint(rec);
+      Exchange ex(stream, req, remote, std::move(id), opts_.write_timeout, stopping());
+      s->busy = true;
+      std::optional<ProxyError> failure;  // co_await is not allowed inside a catch block
+      try {
+        co_await handler_(ex);
+      } catch (const ProxyError& e) {
+        if (ex.head_sent()) throw;
+        failure = e;
+      } catch (const beast::system_error&) {
+        throw;  // the client connection itself failed: nothing more to say on it
+      } catch (const std::exception& e) {
+        if (ex.head_sent()) throw;
+        spdlog::error("[http] {} {}: internal error: {}", ex.request_id(), std::string(req.target()), e.what());
+        failure = ProxyError(500, "err_internal", std::string("internal error: ") + e.what());
+      }
+      if (failure) co_await ex.send_error(*failure);
+      s->busy = false;
+      if (!ex.keep_alive()) break;
+    }
+  } catch (const std::exception& e) {
+    spdlog::debug("[http] connection ended: {}", e.what());
+  }
+  beast::error_code ec;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  stream.close();
+  std::lock_guard lk(sessions_mu_);
+  sessions_.erase(s);
+}
+
+}  // namespace imageworks

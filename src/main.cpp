@@ -1,0 +1,120 @@
+// imageworks-chat-proxy: serve (default) | config | models list [--json]
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "imageworks/app.hpp"
+#include "imageworks/server.hpp"
+#include "routes/routes.hpp"
+
+using namespace imageworks;
+
+namespace {
+
+ServerOptions server_options(const ProxyConfig& cfg) {
+  ServerOptions o;
+  o.host = cfg.host;
+  o.port = static_cast<unsigned short>(cfg.port);
+  o.threads = cfg.threads > 0 ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());
+  o.max_body_bytes = cfg.max_body_bytes;
+  o.request_timeout = std::chrono::milliseconds(cfg.request_timeout_ms);
+  o.keepalive_timeout = std::chrono::milliseconds(cfg.keepalive_timeout_ms);
+  o.write_timeout = std::chrono::milliseconds(std::max(cfg.request_timeout_ms, cfg.stream_idle_timeout_ms));
+  o.shutdown_grace = std::chrono::milliseconds(cfg.shutdown_grace_ms);
+  return o;
+}
+
+int serve(const ProxyConfig& cfg) {
+  App app(cfg);
+  app.registry.start_watching();
+  Server server(server_options(cfg), [&app](Exchange& ex) { return routes::dispatch(app, ex); });
+  unsigned short port = server.listen();
+  spdlog::info("[server] listening on {}:{} with {} thread(s)", cfg.host, port,
+               server_options(cfg).threads);
+  std::printf("imageworks-chat-proxy listening on http://%s:%u\n", cfg.host.c_str(), port);
+  std::fflush(stdout);
+  server.run();
+  app.registry.stop();
+  spdlog::info("[server] stopped");
+  spdlog::shutdown();
+  return 0;
+}
+
+int print_models(const ProxyConfig& cfg, bool as_json) {
+  RegistryService reg(cfg);
+  auto snap = reg.snapshot();
+  if (as_json) {
+    std::cout << models_list(*snap, cfg.suppress_decorations).dump(2) << "\n";
+  } else {
+    for (const auto& m : snap->listed) std::cout << m.id << "\n";
+  }
+  for (const auto& issue : snap->issues) std::cerr << "warning: " << issue.to_string() << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Logs go to stderr: stdout belongs to the CLI's own output (config, models list).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("imageworks"));
+  std::vector<std::string> args(argv + 1, argv + argc);
+  // Installed as imageworks-models (symlink): run the models subcommands.
+  if (std::filesystem::path(argv[0]).filename() == "imageworks-models") args.insert(args.begin(), "models");
+
+  CLI::App cli{"imageworks-chat-proxy: one OpenAI-compatible /v1 for every model of a GPU workstation"};
+  EnvMap flags;
+  std::map<std::string, std::string> flag_values;
+  std::vector<CLI::Option*> flag_opts;
+  for (const auto& opt : config_options()) {
+    auto* o = cli.add_option(opt.flag, flag_values[opt.env], opt.help + " [env " + opt.env + "]");
+    o->option_text("VALUE");
+    flag_opts.push_back(o);
+  }
+  auto* serve_cmd = cli.add_subcommand("serve", "run the proxy (default)");
+  auto* config_cmd = cli.add_subcommand("config", "print the effective configuration as JSON");
+  auto* models_cmd = cli.add_subcommand("models", "inspect the model registry");
+  auto* list_cmd = models_cmd->add_subcommand("list", "print the names /v1/models serves");
+  bool as_json = false;
+  list_cmd->add_flag("--json", as_json, "print the /v1/models JSON");
+  models_cmd->require_subcommand(1);
+  for (auto* sub : {serve_cmd, config_cmd, models_cmd, list_cmd}) sub->fallthrough();
+  cli.require_subcommand(0, 1);
+
+  std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
+  try {
+    cli.parse(args);
+  } catch (const CLI::ParseError& e) {
+    return cli.exit(e);
+  }
+  std::size_t i = 0;
+  for (const auto& opt : config_options()) {
+    if (flag_opts[i++]->count() > 0) flags[opt.env] = flag_values[opt.env];
+  }
+
+  ProxyConfig cfg;
+  try {
+    cfg = load_config(read_process_env(), flags);
+  } catch (const ConfigError& e) {
+    std::cerr << "imageworks-chat-proxy: invalid configuration: " << e.what() << "\n";
+    return 2;
+  }
+  spdlog::set_level(spdlog::level::from_str(cfg.log_level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+
+  try {
+    if (config_cmd->parsed()) {
+      std::cout << config_to_json(cfg).dump(2) << "\n";
+      return 0;
+    }
+    if (list_cmd->parsed()) return print_models(cfg, as_json);
+    return serve(cfg);
+  } catch (const std::exception& e) {
+    std::cerr << "imageworks-chat-proxy: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,28 @@
+// GET /v1/models and /v1/models/{id}: answered from the registry snapshot at once (§5:
+// OpenWebUI calls this before nearly every chat and must never wait on a backend).
+#include "routes/routes.hpp"
+
+namespace imageworks::routes {
+
+namespace {
+
+std::string model_body(const RegistrySnapshot& snap, const ListedModel& m, bool suppress) {
+  auto created = std::chrono::duration_cast<std::chrono::seconds>(snap.loaded_at.time_since_epoch()).count();
+  return model_object(m, suppress, created).dump();
+}
+
+}  // namespace
+
+asio::awaitable<void> list_models(App& app, Exchange& ex) {
+  auto snap = app.registry.snapshot();
+  co_await ex.send_json(http::status::ok, models_list(*snap, app.cfg.suppress_decorations).dump());
+}
+
+asio::awaitable<void> get_model(App& app, Exchange& ex, std::string_view id) {
+  auto snap = app.registry.snapshot();
+  const ListedModel* m = snap->resolve(id);
+  if (!m) throw ProxyError(404, "err_model_not_found", "model '" + std::string(id) + "' not found", "model");
+  co_await ex.send_json(http::status::ok, model_body(*snap, *m, app.cfg.suppress_decorations));
+}
+
+}  // namespace imageworks::routes

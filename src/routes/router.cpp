@@ -1,0 +1,109 @@
+#include <algorithm>
+
+#include "routes/routes.hpp"
+
+namespace imageworks::routes {
+
+std::string percent_decode(std::string_view s) {
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+std::string canonical_path(std::string_view target) {
+  auto q = target.find('?');
+  std::string_view path = target.substr(0, q);
+  while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
+  if (path == "/debug") return "/v1/debug/registry";
+  if (path.starts_with("/v1/") || path == "/v1") return std::string(path);
+  static constexpr std::string_view aliases[] = {"/models", "/chat/completions", "/completions",
+                                                 "/embeddings", "/health", "/healthz", "/reload",
+                                                 "/metrics"};
+  for (auto a : aliases) {
+    if (path == a && a != "/metrics") return "/v1" + std::string(path);
+  }
+  if (path.starts_with("/models/")) return "/v1" + std::string(path);
+  return std::string(path);
+}
+
+namespace {
+
+bool authorized(const App& app, const Exchange& ex) {
+  if (app.cfg.api_keys.empty()) return true;
+  auto auth = ex.request()[http::field::authorization];
+  constexpr std::string_view bearer = "Bearer ";
+  if (auth.size() <= bearer.size() || !auth.starts_with(bearer)) return false;
+  auto key = auth.substr(bearer.size());
+  return std::any_of(app.cfg.api_keys.begin(), app.cfg.api_keys.end(),
+                     [&](const std::string& k) { return k == key; });
+}
+
+void require_admin_client(const App& app, const Exchange& ex) {
+  if (app.cfg.admin_loopback_only && !ex.remote_is_loopback())
+    throw ProxyError(403, "err_forbidden",
+                     "this route answers only loopback clients (CHAT_PROXY_ADMIN_LOOPBACK_ONLY=1)");
+}
+
+void require_method(const Exchange& ex, http::verb verb) {
+  if (ex.request().method() != verb)
+    throw ProxyError(405, "err_method_not_allowed",
+                     std::string("method ") + std::string(ex.request().method_string()) +
+                         " is not allowed on " + std::string(ex.request().target()));
+}
+
+[[noreturn]] void not_found(const Exchange& ex) {
+  throw ProxyError(404, "err_not_found",
+                   "no route for " + std::string(ex.request().method_string()) + " " +
+                       std::string(ex.request().target()));
+}
+
+}  // namespace
+
+asio::awaitable<void> dispatch(App& app, Exchange& ex) {
+  const std::string path = canonical_path(ex.request().target());
+  if (path == "/v1/health" || path == "/v1/healthz") {
+    require_method(ex, http::verb::get);
+    co_return co_await health(app, ex);
+  }
+  if (!authorized(app, ex))
+    throw ProxyError(401, "err_unauthorized", "missing or invalid API key (Authorization: Bearer <key>)");
+  if (path == "/v1/models") {
+    require_method(ex, http::verb::get);
+    co_return co_await list_models(app, ex);
+  }
+  if (path.starts_with("/v1/models/")) {
+    require_method(ex, http::verb::get);
+    co_return co_await get_model(app, ex, percent_decode(std::string_view(path).substr(11)));
+  }
+  if (path == "/v1/debug/registry") {
+    if (!app.cfg.enable_debug_routes) not_found(ex);
+    require_method(ex, http::verb::get);
+    require_admin_client(app, ex);
+    co_return co_await debug_registry(app, ex);
+  }
+  if (path == "/v1/reload") {
+    require_method(ex, http::verb::post);
+    require_admin_client(app, ex);
+    co_return co_await reload_registry(app, ex);
+  }
+  if (app.forward && path.starts_with("/v1/") && ex.request().method() == http::verb::post) {
+    co_return co_await app.forward(ex, path);
+  }
+  not_found(ex);
+}
+
+}  // namespace imageworks::routes

@@ -1,0 +1,22 @@
+#pragma once
+// Route families. dispatch() maps method + path (with the bare-URL aliases of §2) to them.
+#include "imageworks/app.hpp"
+#include "imageworks/http.hpp"
+
+namespace imageworks::routes {
+
+asio::awaitable<void> dispatch(App& app, Exchange& ex);
+
+asio::awaitable<void> health(App& app, Exchange& ex);
+asio::awaitable<void> list_models(App& app, Exchange& ex);
+asio::awaitable<void> get_model(App& app, Exchange& ex, std::string_view id);
+asio::awaitable<void> debug_registry(App& app, Exchange& ex);
+asio::awaitable<void> reload_registry(App& app, Exchange& ex);
+
+// Plain helpers (testable, and JSON built outside coroutine bodies: GCC 12 quirk).
+std::string health_body(const App& app);
+std::string percent_decode(std::string_view s);
+// "/models" -> "/v1/models", "/debug" -> "/v1/debug/registry"; query string removed.
+std::string canonical_path(std::string_view target);
+
+}  // namespace imageworks::routes
