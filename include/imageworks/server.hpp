@@ -53,7 +53,11 @@ class Server {
   std::size_t context_count() const { return contexts_.size(); }
 
  private:
-  struct Session;
+  struct Session {
+    explicit Session(Stream s) : stream(std::move(s)) {}
+    Stream stream;
+    bool busy = false;  // a request is being handled (touched only on the session's context)
+  };
   asio::awaitable<void> accept_loop();
   asio::awaitable<void> run_session(std::shared_ptr<Session> s);
   asio::awaitable<void> drain();

@@ -19,10 +19,11 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-// One option plus how to parse a value into its field and show the field again.
+// One option plus how to parse a value into its field and show the field again. `parse`
+// gets the variable to blame in errors: the fallback's name when the value came from it.
 struct Binding {
   ConfigOption option;
-  std::function<void(ProxyConfig&, const std::string&)> parse;  // throws ConfigError
+  std::function<void(ProxyConfig&, const std::string& var, const std::string& v)> parse;
   std::function<json(const ProxyConfig&)> show;
 };
 
@@ -38,18 +39,16 @@ std::string lower(std::string s) {
   return s;
 }
 
-// The bad value as a JSON string literal: quoted, and control bytes cannot garble a log.
-std::string quoted(const std::string& value) {
-  return json(value).dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
+// The bad value is shown as a JSON string literal, so control bytes cannot garble a log.
 [[noreturn]] void fail(const std::string& var, const std::string& what, const std::string& v) {
-  throw ConfigError(var, what + ", got " + quoted(v));
+  auto shown = json(v).dump(-1, ' ', false, json::error_handler_t::replace);
+  throw ConfigError(var, what + ", got " + shown);
 }
 
-// `open` = no upper bound worth printing (the field type's own maximum).
-std::string range_text(long long lo, long long hi, bool open) {
+// `open`: hi is just the field type's maximum, worth naming only when it is exceeded.
+std::string range_text(bool too_low, long long lo, long long hi, bool open) {
   if (!open) return "must be between " + std::to_string(lo) + " and " + std::to_string(hi);
+  if (!too_low) return "must be at most " + std::to_string(hi);
   return lo == 1 ? "must be greater than 0" : "must be at least " + std::to_string(lo);
 }
 
@@ -57,9 +56,9 @@ long long parse_integer(const std::string& var, const std::string& v, long long 
                         long long hi, bool open) {
   long long n = 0;
   auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-  if (ec == std::errc::result_out_of_range) fail(var, range_text(lo, hi, open), v);
+  if (ec == std::errc::result_out_of_range) fail(var, range_text(v[0] == '-', lo, hi, open), v);
   if (ec != std::errc() || end != v.data() + v.size()) fail(var, "expected an integer", v);
-  if (n < lo || n > hi) fail(var, range_text(lo, hi, open), v);
+  if (n < lo || n > hi) fail(var, range_text(n < lo, lo, hi, open), v);
   return n;
 }
 
@@ -79,18 +78,33 @@ std::vector<std::string> split_list(const std::string& v) {
   return out;
 }
 
-// Env name and flag both derive from the field name, so they cannot disagree.
-Binding base(const std::string& field, const char* kind, const char* help) {
-  std::string env = "CHAT_PROXY_", flag = "--";
-  for (char c : field) {
-    env += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    flag += c == '_' ? '-' : c;
-  }
+double parse_fraction(const std::string& var, const std::string& v) {
+  double d = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
+  if (ec != std::errc() || end != v.data() + v.size()) fail(var, "expected a number", v);
+  if (!(d > 0.0 && d <= 1.0)) fail(var, "must be greater than 0 and at most 1", v);  // and NaN
+  return d;
+}
+
+// Binds `member` to the variable CHAT_PROXY_<FIELD> and the flag --<field>: both derive from
+// the field name, so they cannot disagree. `parse(var, value)` returns the field's value.
+template <typename T, typename Parse>
+Binding bind_field(const std::string& field, T ProxyConfig::*member, const char* kind,
+                   const char* help, std::string default_value, Parse parse) {
   Binding b;
-  b.option.env = env;
-  b.option.flag = flag;
+  b.option.env = "CHAT_PROXY_";
+  b.option.flag = "--";
+  for (char c : field) {
+    b.option.env += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    b.option.flag += c == '_' ? '-' : c;
+  }
+  b.option.default_value = std::move(default_value);
   b.option.kind = kind;
   b.option.help = help;
+  b.parse = [member, parse](ProxyConfig& c, const std::string& var, const std::string& v) {
+    c.*member = parse(var, v);
+  };
+  b.show = [member](const ProxyConfig& c) { return json(c.*member); };
   return b;
 }
 
@@ -105,62 +119,37 @@ constexpr long long type_max() {
 template <typename T>
 Binding integer(const std::string& field, T ProxyConfig::*member, const char* help,
                 long long lo, long long hi = type_max<T>()) {
-  Binding b = base(field, "int", help);
-  b.option.default_value = std::to_string(ProxyConfig{}.*member);
-  b.parse = [member, lo, hi, var = b.option.env](ProxyConfig& c, const std::string& v) {
-    c.*member = static_cast<T>(parse_integer(var, v, lo, hi, hi == type_max<T>()));
-  };
-  b.show = [member](const ProxyConfig& c) { return json(c.*member); };
-  return b;
+  return bind_field(field, member, "int", help, std::to_string(ProxyConfig{}.*member),
+                    [lo, hi](const std::string& var, const std::string& v) {
+                      return static_cast<T>(parse_integer(var, v, lo, hi, hi == type_max<T>()));
+                    });
 }
 
 Binding boolean(const std::string& field, bool ProxyConfig::*member, const char* help) {
-  Binding b = base(field, "bool", help);
-  b.option.default_value = ProxyConfig{}.*member ? "1" : "0";
-  b.parse = [member, var = b.option.env](ProxyConfig& c, const std::string& v) {
-    c.*member = parse_bool(var, v);
-  };
-  b.show = [member](const ProxyConfig& c) { return json(c.*member); };
-  return b;
+  return bind_field(field, member, "bool", help, ProxyConfig{}.*member ? "1" : "0", parse_bool);
 }
 
-// A fraction in (0, 1] — the only double setting is the vLLM GPU memory share.
+// A fraction in (0, 1]: the only double setting is the vLLM GPU memory share.
 Binding fraction(const std::string& field, double ProxyConfig::*member, const char* help) {
-  Binding b = base(field, "double", help);
   std::ostringstream def;
   def << ProxyConfig{}.*member;
-  b.option.default_value = def.str();
-  b.parse = [member, var = b.option.env](ProxyConfig& c, const std::string& v) {
-    double d = 0;
-    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
-    if (ec != std::errc() || end != v.data() + v.size()) fail(var, "expected a number", v);
-    if (!(d > 0.0 && d <= 1.0)) fail(var, "must be greater than 0 and at most 1", v);
-    c.*member = d;
-  };
-  b.show = [member](const ProxyConfig& c) { return json(c.*member); };
-  return b;
+  return bind_field(field, member, "double", help, def.str(), parse_fraction);
 }
 
 // Checks (and may normalise) a string value; throws ConfigError for a bad one.
-using Check = std::function<std::string(const std::string& var, const std::string& v)>;
+using Check = std::string (*)(const std::string& var, const std::string& v);
+
+std::string any_text(const std::string&, const std::string& v) { return v; }
 
 Binding text(const std::string& field, std::string ProxyConfig::*member, const char* help,
-             Check check = {}, const char* kind = "string") {
-  Binding b = base(field, kind, help);
-  b.option.default_value = ProxyConfig{}.*member;
-  b.parse = [member, check, var = b.option.env](ProxyConfig& c, const std::string& v) {
-    c.*member = check ? check(var, v) : v;
-  };
-  b.show = [member](const ProxyConfig& c) { return json(c.*member); };
-  return b;
+             Check check = any_text, const char* kind = "string") {
+  return bind_field(field, member, kind, help, ProxyConfig{}.*member, check);
 }
 
 Binding list(const std::string& field, std::vector<std::string> ProxyConfig::*member,
              const char* help) {
-  Binding b = base(field, "list", help);
-  b.parse = [member](ProxyConfig& c, const std::string& v) { c.*member = split_list(v); };
-  b.show = [member](const ProxyConfig& c) { return json(c.*member); };
-  return b;
+  return bind_field(field, member, "list", help, "",
+                    [](const std::string&, const std::string& v) { return split_list(v); });
 }
 
 Binding secret(Binding b) {
@@ -182,10 +171,13 @@ std::string check_log_level(const std::string& var, const std::string& v) {
   return l;
 }
 
-// An empty URL is allowed: it switches the feature off (vllm_remote_url).
+// An empty URL is allowed: it switches the feature off (vllm_remote_url). Trailing slashes
+// go, so callers can append "/v1/..." without producing "//".
 std::string check_url(const std::string& var, const std::string& v) {
-  if (v.empty() || v.starts_with("http://") || v.starts_with("https://")) return v;
-  fail(var, "expected an http:// or https:// URL", v);
+  if (!v.empty() && !v.starts_with("http://") && !v.starts_with("https://"))
+    fail(var, "expected an http:// or https:// URL", v);
+  auto end = v.find_last_not_of('/');
+  return v.substr(0, end == std::string::npos ? 0 : end + 1);
 }
 
 // Ollama's own OLLAMA_HOST convention is a bare host:port, so accept that too.
@@ -205,24 +197,20 @@ std::vector<Binding> build_bindings() {
   return {
       // server
       text("host", &C::host, "Bind address of the HTTP listener"),
-      integer("port", &C::port, "Listen port (0 = an ephemeral port, used by tests)", 0, 65535),
+      integer("port", &C::port, "Listen port (0 = an ephemeral port, for tests)", 0, 65535),
       integer("threads", &C::threads, "Event-loop threads (0 = one per CPU core)", 0, 1024),
-      text("log_level", &C::log_level,
-           "Log level: trace, debug, info, warn, error, critical or off", check_log_level),
-      integer("max_body_bytes", &C::max_body_bytes, "Largest request body accepted (413 above)", 1),
-      integer("request_timeout_ms", &C::request_timeout_ms,
-              "Time for a request's head and body to arrive", 1),
-      integer("keepalive_timeout_ms", &C::keepalive_timeout_ms,
-              "Idle keep-alive connections are closed after this", 1),
-      integer("shutdown_grace_ms", &C::shutdown_grace_ms,
-              "How long in-flight requests may finish after SIGTERM/SIGINT", 0),
+      text("log_level", &C::log_level, "trace, debug, info, warn, error, critical or off",
+           check_log_level),
+      integer("max_body_bytes", &C::max_body_bytes, "Largest request body (413 above)", 1),
+      integer("request_timeout_ms", &C::request_timeout_ms, "Time for a request to arrive", 1),
+      integer("keepalive_timeout_ms", &C::keepalive_timeout_ms, "Idle keep-alive timeout", 1),
+      integer("shutdown_grace_ms", &C::shutdown_grace_ms, "Drain time on SIGTERM/SIGINT", 0),
       // registry and listing
-      text("registry_dir", &C::registry_dir,
-           "Directory of the layered model registry (must exist)", check_dir, "dir"),
+      text("registry_dir", &C::registry_dir, "Model registry directory (must exist)", check_dir,
+           "dir"),
       text("template_dir", &C::template_dir,
            "Chat template directory (empty = <registry_dir>/chat_templates)"),
-      integer("registry_poll_ms", &C::registry_poll_ms,
-              "How often registry files are checked for changes", 1),
+      integer("registry_poll_ms", &C::registry_poll_ms, "Registry change check interval", 1),
       boolean("suppress_decorations", &C::suppress_decorations,
               "Simplified model ids without backend/format fields in /v1/models"),
       boolean("include_non_installed", &C::include_non_installed,
@@ -235,20 +223,17 @@ std::vector<Binding> build_bindings() {
       // forwarding
       integer("backend_timeout_ms", &C::backend_timeout_ms,
               "Upstream connect + first byte (or whole non-stream reply) timeout", 1),
-      integer("stream_idle_timeout_ms", &C::stream_idle_timeout_ms,
-              "Longest gap between stream chunks", 1),
+      integer("stream_idle_timeout_ms", &C::stream_idle_timeout_ms, "Longest gap in a stream", 1),
       integer("switch_wait_timeout_ms", &C::switch_wait_timeout_ms,
-              "How long a request waits for a model switch before 503", 1),
+              "Wait for a model switch before 503", 1),
       boolean("disable_tool_normalization", &C::disable_tool_normalization,
               "Pass legacy function_call replies through unchanged"),
       // policy / normalisation
-      boolean("require_template", &C::require_template,
-              "Chat requests need a chat template (400 otherwise)"),
+      boolean("require_template", &C::require_template, "Chat requests need a chat template"),
       integer("max_image_bytes", &C::max_image_bytes, "Largest decoded image", 1),
       boolean("image_downscale", &C::image_downscale, "Downscale images that are too large"),
       integer("image_max_edge", &C::image_max_edge, "Longest image edge (0 = no limit)", 0),
-      boolean("fetch_image_urls", &C::fetch_image_urls,
-              "Fetch http(s) image URLs for backends that cannot"),
+      boolean("fetch_image_urls", &C::fetch_image_urls, "Fetch http(s) image URLs for backends"),
       boolean("strip_images_for_text_models", &C::strip_images_for_text_models,
               "Drop images sent to text-only models instead of 409"),
       boolean("vision_truncate_history", &C::vision_truncate_history,
@@ -256,7 +241,7 @@ std::vector<Binding> build_bindings() {
       integer("vision_keep_last_n_turns", &C::vision_keep_last_n_turns,
               "User turns kept in vision requests", 0),
       boolean("reasoning_truncate_history", &C::reasoning_truncate_history,
-              "Truncate history of requests to reasoning models"),
+              "Truncate history for reasoning models"),
       integer("reasoning_keep_last_n_turns", &C::reasoning_keep_last_n_turns,
               "User turns kept for reasoning models", 0),
       // telemetry
@@ -268,8 +253,7 @@ std::vector<Binding> build_bindings() {
       with_fallback(text("ollama_base_url", &C::ollama_base_url,
                          "Ollama server (fallback: IMAGEWORKS_OLLAMA_HOST)", check_ollama_url),
                     "IMAGEWORKS_OLLAMA_HOST"),
-      integer("ollama_unload_timeout_ms", &C::ollama_unload_timeout_ms,
-              "Wait for Ollama to unload models", 1),
+      integer("ollama_unload_timeout_ms", &C::ollama_unload_timeout_ms, "Ollama unload wait", 1),
       boolean("vllm_single_port", &C::vllm_single_port, "One managed vLLM server at a time"),
       integer("vllm_port", &C::vllm_port, "Port of the managed vLLM server", 1, 65535),
       text("vllm_state_path", &C::vllm_state_path, "State file of the managed vLLM server"),
@@ -278,21 +262,19 @@ std::vector<Binding> build_bindings() {
       integer("vllm_max_model_len", &C::vllm_max_model_len,
               "vLLM --max-model-len when the entry has no context_length", 1),
       text("vllm_command", &C::vllm_command, "vLLM executable"),
-      integer("vllm_start_timeout_s", &C::vllm_start_timeout_s, "Wait for vLLM to be healthy", 1),
-      integer("vllm_stop_grace_s", &C::vllm_stop_grace_s, "SIGTERM to SIGKILL grace for vLLM", 0),
+      integer("vllm_start_timeout_s", &C::vllm_start_timeout_s, "vLLM health wait", 1),
+      integer("vllm_stop_grace_s", &C::vllm_stop_grace_s, "vLLM SIGTERM to SIGKILL grace", 0),
       text("vllm_remote_url", &C::vllm_remote_url,
-           "Remote vLLM executor admin URL (empty = manage vLLM locally)", check_url),
+           "Remote vLLM executor URL (empty = manage vLLM locally)", check_url),
       boolean("autostart_enabled", &C::autostart_enabled, "Start unhealthy backends on demand"),
-      text("autostart_map", &C::autostart_map,
-           "backend=command list, comma separated (backend:command accepted)"),
-      integer("autostart_grace_s", &C::autostart_grace_s, "Wait for an autostarted backend", 1),
-      text("loopback_alias", &C::loopback_alias, "Extra host name that counts as loopback"),
+      text("autostart_map", &C::autostart_map, "backend=command,... (backend:command too)"),
+      integer("autostart_grace_s", &C::autostart_grace_s, "Autostarted backend health wait", 1),
+      text("loopback_alias", &C::loopback_alias,
+           "Host name standing in for 127.0.0.1/localhost in backend URLs (e.g. in a container)"),
       boolean("release_on_exit", &C::release_on_exit, "Unload models and stop vLLM on exit"),
       // security
-      secret(list("api_keys", &C::api_keys,
-                  "Accepted bearer keys, comma separated (empty = no auth)")),
-      text("api_keys_file", &C::api_keys_file,
-           "File of accepted keys, one a line, # comments (added to api_keys)"),
+      secret(list("api_keys", &C::api_keys, "Accepted bearer keys, comma separated")),
+      text("api_keys_file", &C::api_keys_file, "File of keys, one a line (added to api_keys)"),
       boolean("admin_loopback_only", &C::admin_loopback_only,
               "Admin, reload and debug routes answer loopback clients only"),
   };
@@ -303,16 +285,20 @@ const std::vector<Binding>& bindings() {
   return table;
 }
 
+struct Picked {
+  std::string var, value;  // where the value came from, and the value
+};
+
 // The first non-empty of: flag, variable, fallback variable; else the default.
-std::string pick_value(const ConfigOption& opt, const EnvMap& env, const EnvMap& flags) {
+Picked pick_value(const ConfigOption& opt, const EnvMap& env, const EnvMap& flags) {
   auto lookup = [](const EnvMap& m, const std::string& key) -> std::string {
-    if (key.empty()) return {};
     auto it = m.find(key);
     return it == m.end() ? std::string() : trim(it->second);
   };
-  for (auto v : {lookup(flags, opt.env), lookup(env, opt.env), lookup(env, opt.fallback_env)})
-    if (!v.empty()) return v;
-  return opt.default_value;
+  if (auto v = lookup(flags, opt.env); !v.empty()) return {opt.env, v};
+  if (auto v = lookup(env, opt.env); !v.empty()) return {opt.env, v};
+  if (auto v = lookup(env, opt.fallback_env); !v.empty()) return {opt.fallback_env, v};
+  return {opt.env, opt.default_value};
 }
 
 void add_keys_from_file(ProxyConfig& cfg) {
@@ -320,7 +306,8 @@ void add_keys_from_file(ProxyConfig& cfg) {
   const std::string var = "CHAT_PROXY_API_KEYS_FILE";
   std::error_code ec;
   std::ifstream in(cfg.api_keys_file);
-  if (!fs::is_regular_file(cfg.api_keys_file, ec) || !in) fail(var, "cannot read file", cfg.api_keys_file);
+  if (!fs::is_regular_file(cfg.api_keys_file, ec) || !in)
+    fail(var, "cannot read file", cfg.api_keys_file);
   for (std::string line; std::getline(in, line);) {
     auto key = trim(line);
     if (!key.empty() && key.front() != '#') cfg.api_keys.push_back(std::move(key));
@@ -358,7 +345,10 @@ EnvMap read_process_env() {
 
 ProxyConfig load_config(const EnvMap& env, const EnvMap& flags) {
   ProxyConfig cfg;
-  for (const auto& b : bindings()) b.parse(cfg, pick_value(b.option, env, flags));
+  for (const auto& b : bindings()) {
+    auto [var, value] = pick_value(b.option, env, flags);
+    b.parse(cfg, var, value);
+  }
   if (cfg.template_dir.empty())
     cfg.template_dir = (fs::path(cfg.registry_dir) / "chat_templates").string();
   add_keys_from_file(cfg);

@@ -7,12 +7,6 @@
 
 namespace imageworks {
 
-struct Server::Session {
-  explicit Session(Stream s) : stream(std::move(s)) {}
-  Stream stream;
-  bool busy = false;  // a request is being handled (touched only on the session's context)
-};
-
 namespace {
 
 bool sane_request_id(std::string_view id) {

@@ -1,0 +1,369 @@
+#include "imageworks/json_splice.hpp"
+
+#include <boost/container/small_vector.hpp>
+
+namespace imageworks {
+
+namespace {
+
+constexpr std::size_t npos = std::string_view::npos;
+// Deeper documents are refused instead of risking an unbounded stack of closers.
+constexpr std::size_t kMaxDepth = 512;
+
+bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+std::size_t skip_ws(std::string_view s, std::size_t i) {
+  while (i < s.size() && is_ws(s[i])) ++i;
+  return i;
+}
+
+std::optional<unsigned> parse_hex4(std::string_view s, std::size_t pos) {
+  if (pos > s.size() || s.size() - pos < 4) return std::nullopt;
+  unsigned v = 0;
+  for (std::size_t k = pos; k < pos + 4; ++k) {
+    const char c = s[k];
+    v <<= 4;
+    if (is_digit(c)) v |= unsigned(c - '0');
+    else if (c >= 'a' && c <= 'f') v |= unsigned(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F') v |= unsigned(c - 'A' + 10);
+    else return std::nullopt;
+  }
+  return v;
+}
+
+// `i` at an opening quote; returns the index past the closing quote, or npos.
+std::size_t skip_string(std::string_view s, std::size_t i) {
+  const std::size_t n = s.size();
+  for (++i; i < n; ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c == '"') return i + 1;
+    if (c < 0x20) return npos;  // raw control characters are not allowed in JSON strings
+    if (c != '\\') continue;
+    if (++i >= n) return npos;
+    switch (s[i]) {
+      case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't': break;
+      case 'u':
+        if (!parse_hex4(s, i + 1)) return npos;
+        i += 4;
+        break;
+      default: return npos;
+    }
+  }
+  return npos;
+}
+
+std::size_t skip_digits(std::string_view s, std::size_t i) {
+  while (i < s.size() && is_digit(s[i])) ++i;
+  return i;
+}
+
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+std::size_t skip_number(std::string_view s, std::size_t i) {
+  const std::size_t n = s.size();
+  if (i < n && s[i] == '-') ++i;
+  if (i >= n || !is_digit(s[i])) return npos;
+  i = s[i] == '0' ? i + 1 : skip_digits(s, i);
+  if (i < n && s[i] == '.') {
+    const std::size_t start = ++i;
+    if ((i = skip_digits(s, i)) == start) return npos;
+  }
+  if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+    if (++i < n && (s[i] == '+' || s[i] == '-')) ++i;
+    const std::size_t start = i;
+    if ((i = skip_digits(s, i)) == start) return npos;
+  }
+  return i;
+}
+
+std::size_t skip_literal(std::string_view s, std::size_t i, std::string_view word) {
+  return s.substr(i, word.size()) == word ? i + word.size() : npos;
+}
+
+std::size_t skip_scalar(std::string_view s, std::size_t i) {
+  switch (s[i]) {
+    case '"': return skip_string(s, i);
+    case 't': return skip_literal(s, i, "true");
+    case 'f': return skip_literal(s, i, "false");
+    case 'n': return skip_literal(s, i, "null");
+    default: return skip_number(s, i);
+  }
+}
+
+// `i` at (whitespace before) an object key; returns the index past its ':'.
+std::size_t skip_key(std::string_view s, std::size_t i) {
+  i = skip_ws(s, i);
+  if (i >= s.size() || s[i] != '"') return npos;
+  if ((i = skip_string(s, i)) == npos) return npos;
+  i = skip_ws(s, i);
+  return i < s.size() && s[i] == ':' ? i + 1 : npos;
+}
+
+// Index past the JSON value starting at (whitespace before) `i`, or npos when it is not a
+// well-formed value. Iterative, with a fixed stack of closers, so hostile nesting is cheap.
+std::size_t skip_value(std::string_view s, std::size_t i) {
+  char closers[kMaxDepth];
+  std::size_t depth = 0;
+  const std::size_t n = s.size();
+  for (;;) {
+    i = skip_ws(s, i);  // expecting a value
+    if (i >= n) return npos;
+    const char c = s[i];
+    if (c == '{' || c == '[') {
+      if (depth == kMaxDepth) return npos;
+      closers[depth++] = c == '{' ? '}' : ']';
+      i = skip_ws(s, i + 1);
+      if (i < n && s[i] == closers[depth - 1]) {  // empty container: it is a whole value
+        --depth;
+        ++i;
+      } else {
+        if (c == '{' && (i = skip_key(s, i)) == npos) return npos;
+        continue;
+      }
+    } else if ((i = skip_scalar(s, i)) == npos) {
+      return npos;
+    }
+    for (;;) {  // after a value: close containers or step to the next element
+      if (depth == 0) return i;
+      i = skip_ws(s, i);
+      if (i >= n) return npos;
+      if (s[i] == closers[depth - 1]) {
+        --depth;
+        ++i;
+        continue;
+      }
+      if (s[i] != ',') return npos;
+      ++i;
+      if (closers[depth - 1] == '}' && (i = skip_key(s, i)) == npos) return npos;
+      break;
+    }
+  }
+}
+
+struct Member {
+  std::string_view key_raw;  // between the quotes, still escaped
+  std::size_t value_begin, value_end;
+};
+
+// Calls on_member for each top-level member; returns the index of the object's closing
+// brace, or nullopt when `s` is not exactly one JSON object (surrounding whitespace allowed).
+// Members are reported before the rest is checked: use them only when this succeeds.
+template <class F>
+std::optional<std::size_t> walk_top_level(std::string_view s, F&& on_member) {
+  const std::size_t n = s.size();
+  std::size_t i = skip_ws(s, 0);
+  if (i >= n || s[i] != '{') return std::nullopt;
+  i = skip_ws(s, i + 1);
+  if (i < n && s[i] == '}') return skip_ws(s, i + 1) == n ? std::optional(i) : std::nullopt;
+  for (;;) {
+    if (i >= n || s[i] != '"') return std::nullopt;
+    const std::size_t key_begin = i;
+    const std::size_t key_end = skip_string(s, i);
+    if (key_end == npos) return std::nullopt;
+    i = skip_ws(s, key_end);
+    if (i >= n || s[i] != ':') return std::nullopt;
+    const std::size_t value_begin = skip_ws(s, i + 1);
+    const std::size_t value_end = skip_value(s, value_begin);
+    if (value_end == npos) return std::nullopt;
+    on_member(Member{s.substr(key_begin + 1, key_end - key_begin - 2), value_begin, value_end});
+    i = skip_ws(s, value_end);
+    if (i >= n) return std::nullopt;
+    if (s[i] == '}') return skip_ws(s, i + 1) == n ? std::optional(i) : std::nullopt;
+    if (s[i] != ',') return std::nullopt;
+    i = skip_ws(s, i + 1);
+  }
+}
+
+bool key_matches(std::string_view raw, std::string_view key) {
+  if (raw == key) return true;
+  if (raw.find('\\') == npos) return false;  // common case: no escapes, no allocation
+  auto decoded = json_unescape(raw);
+  return decoded && *decoded == key;
+}
+
+std::optional<Member> find_last(std::string_view json, std::string_view key) {
+  std::optional<Member> found;
+  if (!walk_top_level(json, [&](const Member& m) {
+        if (key_matches(m.key_raw, key)) found = m;
+      })) {
+    return std::nullopt;
+  }
+  return found;
+}
+
+// Every occurrence of `key`, in document order; a handful at most in sane input.
+using Matches = boost::container::small_vector<Member, 2>;
+std::optional<Matches> find_all(std::string_view json, std::string_view key) {
+  Matches all;
+  if (!walk_top_level(json, [&](const Member& m) {
+        if (key_matches(m.key_raw, key)) all.push_back(m);
+      })) {
+    return std::nullopt;
+  }
+  return all;
+}
+
+bool needs_escaping(std::string_view s) {
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == '"' || c == '\\') return true;
+  }
+  return false;
+}
+
+void append_utf8(std::string& out, unsigned cp) {
+  if (cp < 0x80) {
+    out += char(cp);
+  } else if (cp < 0x800) {
+    out += char(0xC0 | (cp >> 6));
+    out += char(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += char(0xE0 | (cp >> 12));
+    out += char(0x80 | ((cp >> 6) & 0x3F));
+    out += char(0x80 | (cp & 0x3F));
+  } else {
+    out += char(0xF0 | (cp >> 18));
+    out += char(0x80 | ((cp >> 12) & 0x3F));
+    out += char(0x80 | ((cp >> 6) & 0x3F));
+    out += char(0x80 | (cp & 0x3F));
+  }
+}
+
+}  // namespace
+
+std::optional<std::string_view> find_top_level_value(std::string_view json, std::string_view key) {
+  auto m = find_last(json, key);
+  if (!m) return std::nullopt;
+  return json.substr(m->value_begin, m->value_end - m->value_begin);
+}
+
+std::optional<std::string_view> find_top_level_string(std::string_view json, std::string_view key) {
+  auto v = find_top_level_value(json, key);
+  if (!v || v->front() != '"') return std::nullopt;
+  return v->substr(1, v->size() - 2);
+}
+
+bool has_top_level_key(std::string_view json, std::string_view key) {
+  return find_last(json, key).has_value();
+}
+
+bool top_level_is_true(std::string_view json, std::string_view key) {
+  auto v = find_top_level_value(json, key);
+  return v && *v == "true";
+}
+
+bool replace_top_level_string(std::string& json, std::string_view key, std::string_view new_value) {
+  auto all = find_all(json, key);
+  if (!all || all->empty()) return false;
+  for (const Member& m : *all) {
+    if (json[m.value_begin] != '"') return false;
+  }
+  std::string escaped;  // allocated only when the value has something to escape
+  std::string_view text = new_value;
+  if (needs_escaping(new_value)) text = escaped = json_escape(new_value);
+  for (auto it = all->rbegin(); it != all->rend(); ++it) {  // back to front: offsets stay valid
+    json.replace(it->value_begin + 1, it->value_end - it->value_begin - 2, text);
+  }
+  return true;
+}
+
+bool replace_top_level_value(std::string& json, std::string_view key, std::string_view raw_value) {
+  auto all = find_all(json, key);
+  if (!all || all->empty()) return false;
+  for (auto it = all->rbegin(); it != all->rend(); ++it) {
+    json.replace(it->value_begin, it->value_end - it->value_begin, raw_value);
+  }
+  return true;
+}
+
+bool insert_top_level_member(std::string& json, std::string_view key, std::string_view raw_value) {
+  bool exists = false;
+  std::size_t members = 0;
+  auto close = walk_top_level(json, [&](const Member& m) {
+    ++members;
+    exists = exists || key_matches(m.key_raw, key);
+  });
+  if (!close || exists) return false;
+  std::string member;
+  member.reserve(key.size() + raw_value.size() + 4);
+  if (members > 0) member += ',';
+  member += '"';
+  append_json_escaped(member, key);
+  member += "\":";
+  member += raw_value;
+  json.insert(*close, member);
+  return true;
+}
+
+void append_json_escaped(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::size_t run = 0;  // start of the pending run of bytes that need no escaping
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(s.data() + run, i - run);
+    run = i + 1;
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        out += "\\u00";
+        out += kHex[c >> 4];
+        out += kHex[c & 0xF];
+    }
+  }
+  out.append(s.data() + run, s.size() - run);
+}
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 8);
+  append_json_escaped(out, s);
+  return out;
+}
+
+std::optional<std::string> json_unescape(std::string_view raw) {
+  std::string out;
+  out.reserve(raw.size());
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    const char c = raw[i];
+    if (c != '\\') {
+      if (static_cast<unsigned char>(c) < 0x20 || c == '"') return std::nullopt;
+      out += c;
+      continue;
+    }
+    if (++i >= raw.size()) return std::nullopt;
+    switch (raw[i]) {
+      case '"': out += '"'; break;
+      case '\\': out += '\\'; break;
+      case '/': out += '/'; break;
+      case 'b': out += '\b'; break;
+      case 'f': out += '\f'; break;
+      case 'n': out += '\n'; break;
+      case 'r': out += '\r'; break;
+      case 't': out += '\t'; break;
+      case 'u': {
+        auto cp = parse_hex4(raw, i + 1);
+        if (!cp || (*cp >= 0xDC00 && *cp <= 0xDFFF)) return std::nullopt;  // lone low surrogate
+        i += 4;
+        if (*cp >= 0xD800 && *cp <= 0xDBFF) {  // high surrogate: a low one must follow
+          auto low = raw.substr(i + 1, 2) == "\\u" ? parse_hex4(raw, i + 3) : std::nullopt;
+          if (!low || *low < 0xDC00 || *low > 0xDFFF) return std::nullopt;
+          cp = 0x10000 + ((*cp - 0xD800) << 10) + (*low - 0xDC00);
+          i += 6;
+        }
+        append_utf8(out, *cp);
+        break;
+      }
+      default: return std::nullopt;
+    }
+  }
+  return out;
+}
+
+}  // namespace imageworks
