@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "imageworks/app.hpp"
+#include "imageworks/forwarder.hpp"
 #include "imageworks/server.hpp"
 #include "routes/routes.hpp"
 
@@ -26,12 +27,15 @@ ServerOptions server_options(const ProxyConfig& cfg) {
   o.keepalive_timeout = std::chrono::milliseconds(cfg.keepalive_timeout_ms);
   o.write_timeout = std::chrono::milliseconds(std::max(cfg.request_timeout_ms, cfg.stream_idle_timeout_ms));
   o.shutdown_grace = std::chrono::milliseconds(cfg.shutdown_grace_ms);
+  o.on_thread_exit = [] { clear_connection_pool(); };
   return o;
 }
 
 int serve(const ProxyConfig& cfg) {
   App app(cfg);
   app.registry.start_watching();
+  ChatForwarder forwarder(app);
+  app.forward = [&forwarder](Exchange& ex, const std::string& path) { return forwarder.handle(ex, path); };
   Server server(server_options(cfg), [&app](Exchange& ex) { return routes::dispatch(app, ex); });
   unsigned short port = server.listen();
   spdlog::info("[server] listening on {}:{} with {} thread(s)", cfg.host, port,

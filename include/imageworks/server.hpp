@@ -29,6 +29,8 @@ struct ServerOptions {
   std::chrono::milliseconds keepalive_timeout{60000};
   std::chrono::milliseconds write_timeout{60000};
   std::chrono::milliseconds shutdown_grace{10000};
+  // Runs on each event-loop thread after its loop ended (e.g. to close pooled sockets).
+  std::function<void()> on_thread_exit;
 };
 
 using Handler = std::function<asio::awaitable<void>(Exchange&)>;

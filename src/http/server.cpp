@@ -61,8 +61,12 @@ void Server::run() {
   asio::co_spawn(*contexts_.front(), accept_loop(), asio::detached);
   std::vector<std::thread> threads;
   for (std::size_t i = 1; i < contexts_.size(); ++i)
-    threads.emplace_back([this, i] { contexts_[i]->run(); });
+    threads.emplace_back([this, i] {
+      contexts_[i]->run();
+      if (opts_.on_thread_exit) opts_.on_thread_exit();
+    });
   contexts_.front()->run();
+  if (opts_.on_thread_exit) opts_.on_thread_exit();
   for (auto& c : contexts_) c->stop();
   for (auto& t : threads) t.join();
   std::lock_guard lk(sessions_mu_);

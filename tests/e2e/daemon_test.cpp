@@ -33,7 +33,8 @@ const char* kCurated = R"([
 
 std::vector<std::string> ids(const std::string& body) {
   std::vector<std::string> out;
-  for (auto& m : json::parse(body).at("data")) out.push_back(m.at("id").get<std::string>());
+  const json list = json::parse(body);  // named: a range-for over a temporary's member dangles
+  for (auto& m : list.at("data")) out.push_back(m.at("id").get<std::string>());
   return out;
 }
 
@@ -82,7 +83,7 @@ TEST(E2eModels, DefaultListIsInstalledProductionNonTest) {
   EXPECT_EQ(r.header("content-type"), "application/json");
   auto j = json::parse(r.body);
   EXPECT_EQ(j["object"], "list");
-  EXPECT_EQ(ids(r.body), (std::vector<std::string>{"Llama 12.2b (Q4 K M)", "gpt remote"}));
+  EXPECT_EQ(ids(r.body), (std::vector<std::string>{"Llama 12.2b (Q4 K M)", "gpt remote"})) << r.body << proxy.stderr_text();
   for (auto& m : j["data"]) {
     EXPECT_EQ(m["object"], "model");
     EXPECT_TRUE(m["created"].is_number_integer());

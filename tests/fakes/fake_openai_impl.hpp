@@ -106,7 +106,7 @@ struct FakeOpenAI::Impl {
   std::vector<RecordedRequest> requests;
   std::vector<std::chrono::steady_clock::time_point> disconnects;
   std::atomic<std::size_t> accepted{0};
-  std::atomic<std::size_t> frames{0};
+  std::atomic<std::size_t> frames_written{0};
 
   std::thread thread;  // last: starts after everything above exists
 };

@@ -243,10 +243,11 @@ TEST_F(RegistryExampleConfig, LoadsWithoutIssues) {
   EXPECT_EQ(snap->layers.size(), 2u);
   EXPECT_GE(snap->entries.size(), 6u);
   // Every referenced chat template exists in configs/chat_templates/.
-  for (const auto& e : snap->entries)
-    if (!e.chat_template.empty())
-      EXPECT_TRUE(fs::exists(test::source_dir() / "configs" / "chat_templates" / e.chat_template))
-          << e.chat_template;
+  for (const auto& e : snap->entries) {
+    if (e.chat_template.empty()) continue;
+    EXPECT_TRUE(fs::exists(test::source_dir() / "configs" / "chat_templates" / e.chat_template))
+        << e.chat_template;
+  }
 }
 
 TEST_F(RegistryExampleConfig, DefaultListingShowsInstalledProductionModels) {

@@ -59,7 +59,7 @@ TEST_P(NamingTable, SimplifiedName) {
   EXPECT_EQ(simplified_name(entry_of(c)), c.expected) << c.what;
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, NamingTable, ::testing::ValuesIn(kCases));
+INSTANTIATE_TEST_SUITE_P(Naming, NamingTable, ::testing::ValuesIn(kCases));
 
 TEST(NamingQuantLabel, UnderscoresBecomeSpacesUpperCase) {
   EXPECT_EQ(quant_label("q4_k_m"), "Q4 K M");

@@ -1,0 +1,52 @@
+// ChatForwarder::handle reads top to bottom as the pipeline of §5:
+// parse → resolve → backend → payload → send upstream → relay (whole or stream) → record.
+#include <spdlog/spdlog.h>
+
+#include "forwarder/relay.hpp"
+#include "imageworks/forwarder.hpp"
+
+namespace imageworks {
+
+namespace {
+
+const ListedModel& resolve_model(const RegistrySnapshot& snap, const ForwardRequest& fr) {
+  const ListedModel* m = snap.resolve(fr.requested_model);
+  if (!m)
+    throw ProxyError(404, "err_model_not_found",
+                     "model '" + fr.requested_model + "' not found; GET /v1/models lists the available models",
+                     "model");
+  return *m;
+}
+
+}  // namespace
+
+asio::awaitable<void> ChatForwarder::handle(Exchange& ex, const std::string& path) {
+  const auto started = std::chrono::steady_clock::now();
+  ForwardRequest fr = parse_forward_request(std::string_view(path).substr(4), std::move(ex.request().body()));
+  auto snap = app_.registry.snapshot();  // held for the whole request: reloads do not disturb it
+  const ListedModel& model = resolve_model(*snap, fr);
+  BackendRoute route = backend_route(app_.cfg, *model.entry);
+  prepare_payload(fr, *model.entry);
+
+  RelaySettings settings{std::chrono::milliseconds(app_.cfg.backend_timeout_ms),
+                         std::chrono::milliseconds(app_.cfg.stream_idle_timeout_ms)};
+  RelayOutcome outcome;
+  std::optional<ProxyError> failure;
+  try {
+    outcome = co_await relay(ex, fr, route, settings);
+  } catch (const ProxyError& e) {
+    failure = e;
+  }
+  auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  if (failure) {
+    spdlog::debug("[chat] {} {} model='{}' backend={} status={} code={} {:.1f}ms", ex.request_id(), path,
+                 fr.requested_model, route.backend, failure->status, failure->code, ms);
+    throw *failure;
+  }
+  spdlog::debug("[chat] {} {} model='{}' backend={} stream={} status={} {:.1f}ms tokens={}/{}{}",
+               ex.request_id(), path, fr.requested_model, route.backend, fr.stream, outcome.status, ms,
+               outcome.prompt_tokens.value_or(-1), outcome.completion_tokens.value_or(-1),
+               outcome.client_gone ? " client-gone" : "");
+}
+
+}  // namespace imageworks

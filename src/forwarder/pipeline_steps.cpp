@@ -1,0 +1,127 @@
+// The ChatForwarder's pure steps: parse and validate the request, choose the backend,
+// prepare the upstream payload, reshape upstream errors. No JSON tree on the hot path:
+// the body is validated once and edited by splicing (json_splice.hpp).
+#include <cstdlib>
+
+#include <nlohmann/json.hpp>
+
+#include "imageworks/forwarder.hpp"
+#include "imageworks/json_splice.hpp"
+
+namespace imageworks {
+
+namespace {
+
+ProxyError bad_request(const std::string& message, std::string param = {}) {
+  return ProxyError(400, "err_bad_request", message, std::move(param));
+}
+
+char first_char(std::string_view raw) { return raw.empty() ? '\0' : raw.front(); }
+
+void expect_kind(std::string_view body, std::string_view key, char opener, const char* what) {
+  auto v = find_top_level_value(body, key);
+  if (v && first_char(*v) != opener)
+    throw bad_request("field '" + std::string(key) + "' must be " + what, std::string(key));
+}
+
+void expect_bool(std::string_view body, std::string_view key) {
+  auto v = find_top_level_value(body, key);
+  if (v && *v != "true" && *v != "false")
+    throw bad_request("field '" + std::string(key) + "' must be a boolean", std::string(key));
+}
+
+}  // namespace
+
+ForwardRequest parse_forward_request(std::string_view route, std::string body) {
+  ForwardRequest fr;
+  fr.route = std::string(route);
+  auto start = body.find_first_not_of(" \t\r\n");
+  if (start == std::string::npos) throw bad_request("request body is empty: expected a JSON object");
+  if (!nlohmann::json::accept(body)) {
+    std::string why = "request body is not valid JSON";
+    try {
+      (void)nlohmann::json::parse(body);
+    } catch (const nlohmann::json::parse_error& e) {
+      why += std::string(": ") + e.what();
+    }
+    throw bad_request(why);
+  }
+  if (body[start] != '{') throw bad_request("request body must be a JSON object");
+  auto model = find_top_level_value(body, "model");
+  if (!model) throw bad_request("missing required field 'model'", "model");
+  if (first_char(*model) != '"') throw bad_request("field 'model' must be a string", "model");
+  auto unescaped = json_unescape(model->substr(1, model->size() - 2));
+  if (!unescaped || unescaped->empty()) throw bad_request("field 'model' must be a non-empty string", "model");
+  fr.requested_model = std::move(*unescaped);
+  expect_bool(body, "stream");
+  fr.stream = top_level_is_true(body, "stream");
+  if (route == "chat/completions") {
+    auto messages = find_top_level_value(body, "messages");
+    if (!messages) throw bad_request("missing required field 'messages'", "messages");
+    if (first_char(*messages) != '[') throw bad_request("field 'messages' must be an array", "messages");
+    expect_kind(body, "tools", '[', "an array");
+  }
+  expect_kind(body, "stream_options", '{', "an object");
+  fr.body = std::move(body);
+  return fr;
+}
+
+BackendRoute backend_route(const ProxyConfig& cfg, const ModelEntry& e) {
+  BackendRoute r;
+  r.backend = e.backend;
+  std::string base = e.backend_config.base_url;
+  if (e.backend == "ollama" && base.empty()) base = cfg.ollama_base_url;
+  if (base.empty()) {
+    throw ProxyError(503, "err_backend_unavailable",
+                     "model '" + e.name + "' is a managed " + e.backend +
+                         " entry (no backend_config.base_url) and this proxy has no process manager "
+                         "for it yet; give the entry a base_url");
+  }
+  r.target = parse_base_url(base);
+  r.api_key = e.backend_config.api_key;
+  if (r.api_key.empty() && !e.backend_config.api_key_env.empty()) {
+    // The variable is named by the registry, not by ProxyConfig, so it is read per request:
+    // a rotated key in the environment of a restarted proxy needs no registry change.
+    if (const char* v = std::getenv(e.backend_config.api_key_env.c_str())) r.api_key = v;
+  }
+  return r;
+}
+
+void prepare_payload(ForwardRequest& fr, const ModelEntry& entry) {
+  replace_top_level_string(fr.body, "model", entry.upstream_model());
+  if (!fr.stream) return;
+  // §10: ask the stream for usage so it can be recorded; the extra chunk is stripped later.
+  auto opts = find_top_level_value(fr.body, "stream_options");
+  if (!opts) {
+    insert_top_level_member(fr.body, "stream_options", R"({"include_usage":true})");
+    fr.usage_added = true;
+  } else if (!top_level_is_true(*opts, "include_usage")) {
+    std::string merged(*opts);
+    if (has_top_level_key(merged, "include_usage"))
+      replace_top_level_value(merged, "include_usage", "true");
+    else
+      insert_top_level_member(merged, "include_usage", "true");
+    replace_top_level_value(fr.body, "stream_options", merged);
+    fr.usage_added = true;
+  }
+}
+
+ProxyError upstream_error(int status, std::string_view body) {
+  std::string message;
+  auto j = nlohmann::json::parse(body, nullptr, false);
+  if (j.is_object()) {
+    const nlohmann::json* src = &j;
+    if (j.contains("error") && j["error"].is_object()) src = &j["error"];
+    if (src->contains("message") && (*src)["message"].is_string()) message = (*src)["message"];
+    else if (j.contains("error") && j["error"].is_string()) message = j["error"];
+    else if (j.contains("detail")) message = j["detail"].is_string() ? j["detail"].get<std::string>() : j["detail"].dump();
+  }
+  if (message.empty()) {
+    message = std::string(body.substr(0, 2000));
+    if (message.empty()) message = "backend answered HTTP " + std::to_string(status);
+  }
+  if (status < 400 || status > 599) status = 502;
+  return ProxyError(status, std::string(error_code_for_upstream_status(status)), message);
+}
+
+}  // namespace imageworks

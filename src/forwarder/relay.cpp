@@ -1,0 +1,273 @@
+// Send the prepared request upstream and relay the reply (§5). Local error replies are
+// possible only until the response head went out; after that an SSE error event and a
+// clean end are all that is left. The client leaving closes the upstream at once.
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "forwarder/relay.hpp"
+#include "imageworks/json_splice.hpp"
+#include "imageworks/sse.hpp"
+
+namespace imageworks {
+
+namespace {
+
+constexpr std::size_t kStreamReadBytes = 16 * 1024;
+constexpr std::uint64_t kMaxWholeReplyBytes = 256ull << 20;
+
+using UpstreamRequest = http::request<http::span_body<const char>>;
+
+bool hop_by_hop_or_ours(std::string_view name) {
+  static constexpr std::string_view skip[] = {
+      "host", "connection", "keep-alive", "proxy-connection", "proxy-authorization", "te",
+      "trailer", "transfer-encoding", "upgrade", "content-length", "authorization", "accept-encoding",
+      "content-type", "accept", "expect", "x-request-id"};
+  for (auto s : skip)
+    if (beast::iequals(name, s)) return true;
+  return false;
+}
+
+UpstreamRequest build_upstream_request(const Exchange& ex, const ForwardRequest& fr, const BackendRoute& route) {
+  UpstreamRequest req{http::verb::post, route.target.base_path + "/" + fr.route, 11};
+  for (const auto& f : ex.request()) {
+    if (!hop_by_hop_or_ours(f.name_string())) req.insert(f.name_string(), f.value());
+  }
+  req.set(http::field::host, route.target.host_header);
+  req.set(http::field::content_type, "application/json");
+  req.set(http::field::accept, fr.stream ? "text/event-stream" : "application/json");
+  req.set("x-request-id", ex.request_id());
+  if (!route.api_key.empty()) req.set(http::field::authorization, "Bearer " + route.api_key);
+  req.keep_alive(true);
+  req.body() = {fr.body.data(), fr.body.size()};
+  req.prepare_payload();
+  return req;
+}
+
+// Watches the client socket while the upstream works: readable with nothing to read means
+// the client closed (or reset) the connection, so the upstream is closed at once and the
+// backend stops generating. Pipelined bytes from the client are no reason to cancel.
+struct ClientWatch {
+  UpstreamConnection* conn = nullptr;
+  bool active = true;
+  bool client_gone = false;
+};
+
+void watch_client(Stream& client, const std::shared_ptr<ClientWatch>& w) {
+  auto* sock = &client.socket();
+  sock->async_wait(tcp::socket::wait_read, [w, sock](const beast::error_code& ec) {
+    if (ec || !w->active) return;
+    beast::error_code aec;
+    auto n = sock->available(aec);
+    if (aec || n == 0) {
+      w->client_gone = true;
+      if (w->conn) w->conn->close();
+    }
+  });
+}
+
+// Ends the watch when the relay ends, however it ends.
+struct WatchGuard {
+  std::shared_ptr<ClientWatch> w;
+  Stream& client;
+  ~WatchGuard() {
+    w->active = false;
+    w->conn = nullptr;
+    beast::error_code ec;
+    client.socket().cancel(ec);
+  }
+};
+
+bool stale_connection_error(const beast::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
+         ec == asio::error::broken_pipe || ec == http::error::partial_message;
+}
+
+ProxyError transport_error(const BackendRoute& route, const beast::error_code& ec, bool before_reply,
+                           const RelaySettings& s) {
+  if (ec == beast::error::timeout) {
+    if (before_reply)
+      return ProxyError(504, "err_backend_timeout",
+                        "backend " + route.target.pool_key + " sent no reply within " +
+                            std::to_string(s.backend_timeout.count()) + " ms");
+    return ProxyError(504, "err_backend_timeout",
+                      "backend " + route.target.pool_key + " sent nothing for " +
+                          std::to_string(s.idle_timeout.count()) + " ms");
+  }
+  return ProxyError(502, "err_backend_unavailable",
+                    "backend " + route.target.pool_key + " failed: " + ec.message());
+}
+
+template <class Parser>
+asio::awaitable<void> read_some(UpstreamConnection& c, Parser& p, beast::error_code& ec) {
+  co_await c.with_stream([&](auto& s) {
+    return http::async_read_some(s, c.buffer, p, asio::redirect_error(asio::use_awaitable, ec));
+  });
+}
+
+bool is_event_stream(const http::response_header<>& h) {
+  auto ct = h[http::field::content_type];
+  return ct.size() >= 17 && beast::iequals(ct.substr(0, 17), "text/event-stream");
+}
+
+}  // namespace
+
+namespace {
+
+// The whole (non-stream or error) reply: read it under the request deadline, restore the
+// model, send it; upstream errors keep their status in our error shape.
+asio::awaitable<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
+                                          std::unique_ptr<UpstreamConnection>& conn,
+                                          http::response_parser<http::empty_body>& head,
+                                          const std::shared_ptr<ClientWatch>& watch, const RelaySettings& s) {
+  http::response_parser<http::string_body> p{std::move(head)};
+  p.body_limit(kMaxWholeReplyBytes);
+  beast::error_code ec;
+  co_await conn->with_stream([&](auto& st) {
+    return http::async_read(st, conn->buffer, p, asio::redirect_error(asio::use_awaitable, ec));
+  });
+  RelayOutcome out;
+  if (watch->client_gone) {
+    out.client_gone = true;
+    ex.set_close();
+    co_return out;
+  }
+  if (ec) throw transport_error(route, ec, true, s);
+  auto res = p.release();
+  if (res.keep_alive()) release_connection(std::move(conn));
+  int status = static_cast<int>(res.result_int());
+  if (status >= 400) {
+    auto err = upstream_error(status, res.body());
+    if (auto ra = res[http::field::retry_after]; !ra.empty()) ex.add_header("Retry-After", std::string(ra));
+    throw err;
+  }
+  std::string body = std::move(res.body());
+  replace_top_level_string(body, "model", fr.requested_model);
+  if (auto usage = find_top_level_value(body, "usage")) {
+    auto j = nlohmann::json::parse(*usage, nullptr, false);
+    if (j.is_object()) {
+      if (j.contains("prompt_tokens") && j["prompt_tokens"].is_number_integer()) out.prompt_tokens = j["prompt_tokens"].get<std::int64_t>();
+      if (j.contains("completion_tokens") && j["completion_tokens"].is_number_integer())
+        out.completion_tokens = j["completion_tokens"].get<std::int64_t>();
+    }
+  }
+  auto ct = res[http::field::content_type];
+  co_await ex.send(static_cast<http::status>(status), std::move(body), ct.empty() ? "application/json" : ct);
+  out.status = status;
+  co_return out;
+}
+
+// The SSE stream: each upstream read becomes one client write of the rewritten events.
+asio::awaitable<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
+                                           std::unique_ptr<UpstreamConnection>& conn,
+                                           http::response_parser<http::empty_body>& head,
+                                           const std::shared_ptr<ClientWatch>& watch, const RelaySettings& s,
+                                           std::chrono::steady_clock::time_point started) {
+  http::response_parser<http::buffer_body> p{std::move(head)};
+  p.body_limit(std::numeric_limits<std::uint64_t>::max());  // not boost::none: Beast 1.74 rejects any Content-Length against an empty optional
+  auto buf = std::make_unique<char[]>(kStreamReadBytes);
+  SseParser sse;
+  StreamRewriter rw(fr.requested_model, fr.usage_added);
+  std::string out;
+  out.reserve(kStreamReadBytes);
+  RelayOutcome result;
+  result.status = 200;
+  std::optional<ProxyError> failure;
+  auto on_event = [&](const SseEvent& ev) { rw.on_event(ev.event, ev.data, ev.comment, out); };
+
+  while (!p.is_done()) {
+    p.get().body().data = buf.get();
+    p.get().body().size = kStreamReadBytes;
+    conn->tcp().expires_after(s.idle_timeout);
+    beast::error_code ec;
+    co_await read_some(*conn, p, ec);
+    if (ec == http::error::need_buffer) ec = {};
+    if (watch->client_gone) break;
+    std::size_t n = kStreamReadBytes - p.get().body().size;
+    if (n) sse.feed(std::string_view(buf.get(), n), on_event);
+    if (ec) {
+      failure = transport_error(route, ec, false, s);
+      if (ec == http::error::partial_message || ec == http::error::end_of_stream || ec == asio::error::eof)
+        failure = ProxyError(502, "err_backend_unavailable", "backend " + route.target.pool_key +
+                                                                 " closed the stream before it ended");
+      break;
+    }
+    if (p.is_done()) sse.finish(on_event);
+    if (out.empty()) continue;
+    if (!ex.head_sent()) {
+      result.ttft_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+      co_await ex.start_stream(http::status::ok, "text/event-stream", out);
+    } else {
+      co_await ex.write_chunk(out);
+    }
+    out.clear();
+  }
+  if (watch->client_gone) {
+    result.client_gone = true;
+    ex.set_close();
+    co_return result;
+  }
+  if (failure && !ex.head_sent()) throw *failure;  // nothing went out yet: a real HTTP error
+  if (failure) {
+    rw.fail(*failure, out);
+    result.error_code = failure->code;
+  } else {
+    rw.finish(out);
+    if (p.keep_alive()) release_connection(std::move(conn));
+  }
+  if (!ex.head_sent()) {
+    co_await ex.start_stream(http::status::ok, "text/event-stream", out);
+    co_await ex.end_stream();
+  } else {
+    co_await ex.end_stream(out);
+  }
+  result.prompt_tokens = rw.prompt_tokens;
+  result.completion_tokens = rw.completion_tokens;
+  co_return result;
+}
+
+}  // namespace
+
+asio::awaitable<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
+                                    const RelaySettings& s) {
+  const auto started = std::chrono::steady_clock::now();
+  const auto deadline = started + s.backend_timeout;
+  auto req = build_upstream_request(ex, fr, route);
+  auto watch = std::make_shared<ClientWatch>();
+  watch_client(ex.stream(), watch);
+  WatchGuard guard{watch, ex.stream()};
+
+  for (int attempt = 0;; ++attempt) {
+    auto conn = co_await acquire_connection(route.target, deadline);
+    watch->conn = conn.get();
+    conn->tcp().expires_at(deadline);
+    beast::error_code ec;
+    co_await conn->with_stream([&](auto& st) {
+      return http::async_write(st, req, asio::redirect_error(asio::use_awaitable, ec));
+    });
+    http::response_parser<http::empty_body> head;
+    head.body_limit(std::numeric_limits<std::uint64_t>::max());  // not boost::none: Beast 1.74 rejects any Content-Length against an empty optional
+    if (!ec) {
+      co_await conn->with_stream([&](auto& st) {
+        return http::async_read_header(st, conn->buffer, head, asio::redirect_error(asio::use_awaitable, ec));
+      });
+    }
+    if (watch->client_gone) {
+      ex.set_close();
+      RelayOutcome out;
+      out.client_gone = true;
+      co_return out;
+    }
+    if (ec) {
+      watch->conn = nullptr;
+      // A pooled connection the backend closed meanwhile: one retry on a fresh one.
+      if (conn->reused && attempt == 0 && stale_connection_error(ec)) continue;
+      throw transport_error(route, ec, true, s);
+    }
+    bool streaming = fr.stream && head.get().result() == http::status::ok && is_event_stream(head.get());
+    RelayOutcome out = streaming ? co_await relay_stream(ex, fr, route, conn, head, watch, s, started)
+                                 : co_await relay_whole(ex, fr, route, conn, head, watch, s);
+    co_return out;
+  }
+}
+
+}  // namespace imageworks

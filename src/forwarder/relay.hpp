@@ -1,0 +1,41 @@
+#pragma once
+// Sending the prepared request upstream and relaying the reply to the client: whole
+// replies with the model restored, SSE streams event by event as they arrive.
+#include "imageworks/forwarder.hpp"
+
+namespace imageworks {
+
+struct RelaySettings {
+  std::chrono::milliseconds backend_timeout;  // connect + first byte / whole non-stream reply
+  std::chrono::milliseconds idle_timeout;     // gap between stream chunks
+};
+
+asio::awaitable<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
+                                    const RelaySettings& settings);
+
+// Rewrites one upstream SSE event for the client (model restored, id/created pinned to the
+// first chunk's, our usage chunk dropped, error dialects unified) and appends the frame(s)
+// to `out`. Pure, for unit tests.
+class StreamRewriter {
+ public:
+  StreamRewriter(std::string requested_model, bool strip_usage_chunk)
+      : model_(std::move(requested_model)), strip_usage_(strip_usage_chunk) {}
+  // Returns false once the stream is over ([DONE] or an error event was relayed).
+  bool on_event(std::string_view event_name, std::string_view data, bool comment, std::string& out);
+  // Frames that end the stream: [DONE] unless already sent.
+  void finish(std::string& out);
+  // An error after the stream started: a final error event then [DONE].
+  void fail(const ProxyError& e, std::string& out);
+  bool done() const { return done_; }
+  std::optional<std::int64_t> prompt_tokens, completion_tokens;
+
+ private:
+  void record_usage(std::string_view chunk);
+  std::string model_;
+  bool strip_usage_;
+  bool done_ = false;
+  std::string pinned_id_, pinned_created_;
+  std::string scratch_;
+};
+
+}  // namespace imageworks

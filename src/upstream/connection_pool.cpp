@@ -1,0 +1,123 @@
+// Upstream connections: connect (resolve, TCP, TLS) under a deadline, and a per-thread
+// keep-alive pool. Each event-loop thread has its own pool, so no locks are needed and a
+// pooled connection is always used on the io_context it belongs to.
+#include <sys/socket.h>
+
+#include <unordered_map>
+#include <vector>
+
+#include <openssl/ssl.h>
+
+#include "imageworks/upstream.hpp"
+
+namespace imageworks {
+
+namespace {
+
+constexpr std::size_t kMaxIdlePerTarget = 64;
+constexpr std::size_t kReadBufferBytes = 16 * 1024;
+
+asio::ssl::context& tls_context() {
+  static asio::ssl::context ctx = [] {
+    asio::ssl::context c(asio::ssl::context::tls_client);
+    c.set_default_verify_paths();  // the system CA store (honours SSL_CERT_FILE / SSL_CERT_DIR)
+    c.set_verify_mode(asio::ssl::verify_peer);
+    return c;
+  }();
+  return ctx;
+}
+
+using Pool = std::unordered_map<std::string, std::vector<std::unique_ptr<UpstreamConnection>>>;
+Pool& thread_pool() {
+  thread_local Pool pool;
+  return pool;
+}
+
+// A pooled connection the peer has closed (or that has unexpected bytes) is useless.
+bool still_usable(UpstreamConnection& c) {
+  auto& sock = c.tcp().socket();
+  if (!sock.is_open() || c.buffer.size() != 0) return false;
+  char byte;
+  auto n = ::recv(sock.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+ProxyError connect_error(const UpstreamTarget& t, const beast::error_code& ec) {
+  if (ec == beast::error::timeout)
+    return ProxyError(504, "err_backend_timeout",
+                      "backend " + t.pool_key + " did not accept a connection in time");
+  return ProxyError(502, "err_backend_unavailable",
+                    "backend " + t.pool_key + " is unavailable: " + ec.message());
+}
+
+}  // namespace
+
+UpstreamConnection::UpstreamConnection(Executor ex, const UpstreamTarget& t)
+    : tcp_(ex), key_(t.pool_key) {
+  if (t.tls) tls_ = std::make_unique<UpstreamTls>(UpstreamTcp(ex), tls_context());
+  buffer.reserve(kReadBufferBytes);
+}
+
+void UpstreamConnection::close() {
+  beast::error_code ec;
+  tcp().socket().shutdown(tcp::socket::shutdown_both, ec);
+  tcp().socket().close(ec);
+}
+
+asio::awaitable<std::unique_ptr<UpstreamConnection>> acquire_connection(
+    const UpstreamTarget& t, std::chrono::steady_clock::time_point deadline) {
+  auto& idle = thread_pool()[t.pool_key];
+  while (!idle.empty()) {
+    auto c = std::move(idle.back());
+    idle.pop_back();
+    if (still_usable(*c)) {
+      c->reused = true;
+      co_return c;
+    }
+  }
+  auto ex = co_await asio::this_coro::executor;
+  const Executor* loop = ex.template target<Executor>();
+  if (!loop) throw std::logic_error("upstream connections must be made on an io_context");
+  auto c = std::make_unique<UpstreamConnection>(*loop, t);
+  beast::error_code ec;
+  auto& stream = c->tcp();
+  stream.expires_at(deadline);
+  beast::error_code addr_ec;
+  auto addr = asio::ip::make_address(t.host, addr_ec);
+  if (!addr_ec) {
+    co_await stream.async_connect(tcp::endpoint(addr, static_cast<unsigned short>(std::stoi(t.port))),
+                                  asio::redirect_error(asio::use_awaitable, ec));
+  } else {
+    tcp::resolver resolver(ex);
+    auto results = co_await resolver.async_resolve(t.host, t.port, asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec) co_await stream.async_connect(results, asio::redirect_error(asio::use_awaitable, ec));
+  }
+  if (ec) throw connect_error(t, ec);
+  stream.socket().set_option(tcp::no_delay(true), ec);
+  if (c->is_tls()) {
+    auto& tls = c->tls();
+    if (!SSL_set_tlsext_host_name(tls.native_handle(), t.host.c_str()))
+      throw ProxyError(502, "err_backend_unavailable", "cannot set TLS SNI for " + t.host);
+    tls.set_verify_callback(asio::ssl::host_name_verification(t.host));
+    co_await tls.async_handshake(asio::ssl::stream_base::client, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) throw connect_error(t, ec);
+  }
+  co_return c;
+}
+
+void release_connection(std::unique_ptr<UpstreamConnection> c) {
+  if (!c || !c->tcp().socket().is_open()) return;
+  c->tcp().expires_never();
+  auto& idle = thread_pool()[c->pool_key()];
+  if (idle.size() < kMaxIdlePerTarget) idle.push_back(std::move(c));
+}
+
+void clear_connection_pool() { thread_pool().clear(); }
+
+std::size_t pooled_connection_count() {
+  std::size_t n = 0;
+  for (auto& [k, v] : thread_pool()) n += v.size();
+  return n;
+}
+
+}  // namespace imageworks
