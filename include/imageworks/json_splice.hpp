@@ -8,6 +8,7 @@
 // ("mod\u0065l" is "model"). A key given twice: find/test see the last one (as nlohmann and
 // most parsers do), replace changes every occurrence so no reader can see the old value.
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -22,6 +23,12 @@ std::optional<std::string_view> find_top_level_string(std::string_view json, std
 std::optional<std::string_view> find_top_level_value(std::string_view json, std::string_view key);
 
 bool has_top_level_key(std::string_view json, std::string_view key);
+
+// Several keys in one pass (a stream chunk's "model", "id", "created", "usage"...): out[i] is
+// the raw value of keys[i] as find_top_level_value would return it. Needs out.size() >=
+// keys.size(); false, with every out[i] reset, when `json` is not a valid object.
+bool find_top_level_values(std::string_view json, std::span<const std::string_view> keys,
+                           std::span<std::optional<std::string_view>> out);
 
 // True only when the value of top-level `key` is the literal `true` ("stream": true).
 bool top_level_is_true(std::string_view json, std::string_view key);

@@ -264,9 +264,9 @@ asio::awaitable<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, cons
       throw transport_error(route, ec, true, s);
     }
     bool streaming = fr.stream && head.get().result() == http::status::ok && is_event_stream(head.get());
-    RelayOutcome out = streaming ? co_await relay_stream(ex, fr, route, conn, head, watch, s, started)
-                                 : co_await relay_whole(ex, fr, route, conn, head, watch, s);
-    co_return out;
+    // Not a ?: of two co_awaits: GCC 12 miscompiles that (the result's destructor frees garbage).
+    if (streaming) co_return co_await relay_stream(ex, fr, route, conn, head, watch, s, started);
+    co_return co_await relay_whole(ex, fr, route, conn, head, watch, s);
   }
 }
 

@@ -1,5 +1,7 @@
 // End-to-end: the built daemon relaying chat/completions/embeddings to the in-process fake
 // OpenAI-compatible upstream (tests/fakes), streaming and whole, with every failure mode.
+#include <iostream>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -36,6 +38,9 @@ struct ChatRig {
     env.emplace("CHAT_PROXY_REGISTRY_DIR", dir.path().string());
     env.emplace("CHAT_PROXY_REQUIRE_TEMPLATE", "0");
     proxy = std::make_unique<ProxyProcess>(env);
+  }
+  ~ChatRig() {
+    if (::testing::Test::HasFailure()) std::cerr << "--- proxy log ---\n" << proxy->stderr_text();
   }
   unsigned short port() const { return proxy->port(); }
   HttpReply chat(const json& body) {

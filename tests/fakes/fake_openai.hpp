@@ -82,7 +82,8 @@ class FakeOpenAI {
   std::size_t client_disconnects() const;
 
   std::size_t connections_accepted() const;
-  // SSE frames written so far (all streams; the [DONE] frame included).
+  // SSE frames started so far (all streams, [DONE] included); counted before each write, so
+  // a client that has received frame N sees at least N.
   std::size_t frames_sent() const;
 
   // gate_chunks: let n more frames out (shared by all gated streams); release_all() opens

@@ -148,8 +148,8 @@ asio::awaitable<bool> FakeOpenAI::Impl::stream(Conn& c, const std::vector<fake_o
         co_return false;
       }
     }
+    ++frames_written;  // before the write: a client holding frame N then sees a count >= N
     if (!(co_await write_chunked(c, f.bytes, b))) co_return false;
-    ++frames_written;
     if (f.kind == FrameKind::content) ++content_sent;
     if (b.gate_chunks && f.kind != FrameKind::done && !(co_await pass_gate(c))) co_return false;
   }
@@ -158,8 +158,8 @@ asio::awaitable<bool> FakeOpenAI::Impl::stream(Conn& c, const std::vector<fake_o
 
 asio::awaitable<bool> FakeOpenAI::Impl::stream_error(Conn& c, const Behavior& b, bool keep_alive) {
   const std::string error_frames = fake_openai::stream_error_frames(b);
-  if (!(co_await write_chunked(c, error_frames, b))) co_return false;
   ++frames_written;
+  if (!(co_await write_chunked(c, error_frames, b))) co_return false;
   co_return (co_await write_all(c, "0\r\n\r\n")) && keep_alive;
 }
 

@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -21,9 +22,11 @@ extern char** environ;
 namespace imageworks::test {
 
 std::string proxy_binary() {
-  const char* p = std::getenv("IMAGEWORKS_PROXY_BIN");
-  if (!p) throw std::runtime_error("IMAGEWORKS_PROXY_BIN is not set (run through ctest)");
-  return p;
+  if (const char* p = std::getenv("IMAGEWORKS_PROXY_BIN")) return p;
+  // Run by hand: the binary sits in the build directory, one level above tests/.
+  auto guess = std::filesystem::read_symlink("/proc/self/exe").parent_path().parent_path() / "imageworks-chat-proxy";
+  if (std::filesystem::exists(guess)) return guess.string();
+  throw std::runtime_error("IMAGEWORKS_PROXY_BIN is not set and no binary at " + guess.string());
 }
 
 namespace {
@@ -122,7 +125,8 @@ ProxyProcess::~ProxyProcess() {
       wait_exit(std::chrono::seconds(5));
     }
   }
-  std::remove(stderr_path_.c_str());
+  if (std::getenv("IMAGEWORKS_TEST_KEEP_LOGS")) std::fprintf(stderr, "proxy log kept: %s\n", stderr_path_.c_str());
+  else std::remove(stderr_path_.c_str());
 }
 
 void ProxyProcess::signal(int sig) {

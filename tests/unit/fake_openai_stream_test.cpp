@@ -172,7 +172,8 @@ TEST(FakeOpenAIStream, ToolCallNonStreamAndStream) {
   std::string arguments, finish;
   for (const auto& e : client.rest_of_stream()) {
     if (e.data == "[DONE]") continue;
-    const json& choice = json::parse(e.data)["choices"][0];
+    const json chunk = json::parse(e.data);
+    const json& choice = chunk["choices"][0];
     if (choice["finish_reason"].is_string()) finish = choice["finish_reason"];
     if (!choice["delta"].contains("tool_calls")) continue;
     const json& frag = choice["delta"]["tool_calls"][0];

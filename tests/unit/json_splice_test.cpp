@@ -103,6 +103,22 @@ TEST(JsonSplice, EveryPrefixOfAValidDocumentIsRejectedSafely) {
   EXPECT_TRUE(top_level_is_true(doc, "stream"));
 }
 
+// Strings are skipped 8 bytes at a time: put each special byte at every offset of that stride.
+TEST(JsonSplice, SpecialBytesAtEveryOffsetOfLongStrings) {
+  for (std::size_t len = 0; len < 40; ++len) {
+    for (std::size_t pos = 0; pos <= len; ++pos) {
+      const std::string pad(len, 'a');
+      const std::string head = pad.substr(0, pos), tail = pad.substr(pos);
+      const std::string escaped = head + R"(\"\\é\u00e9)" + tail;
+      EXPECT_EQ(find_top_level_string(R"({"p":")" + escaped + R"(","model":"m"})", "p"), escaped);
+      EXPECT_FALSE(find_top_level_string("{\"p\":\"" + head + "\x01" + tail + "\"}", "p")) << len << "/" << pos;
+      EXPECT_FALSE(find_top_level_string("{\"p\":\"" + head + "\"x" + tail + "\"}", "p")) << len << "/" << pos;
+      EXPECT_EQ(find_top_level_string("{\"p\":\"" + head + "\xc3\xa9\x7f" + tail + "\"}", "p"),
+                head + "\xc3\xa9\x7f" + tail);
+    }
+  }
+}
+
 TEST(JsonSplice, NestingDepthIsBounded) {
   auto nested = [](int depth) {
     return R"({"a":)" + std::string(depth, '[') + std::string(depth, ']') + R"(,"model":"m"})";
@@ -129,6 +145,19 @@ TEST(JsonSplice, HasTopLevelKey) {
   EXPECT_FALSE(has_top_level_key(R"({"x":{"tools":[]}})", "tools"));
   EXPECT_FALSE(has_top_level_key(R"({"x":"tools"})", "tools"));
   EXPECT_FALSE(has_top_level_key(R"({"tools":[})", "tools"));
+}
+
+TEST(JsonSplice, FindSeveralValuesInOnePass) {
+  const std::string doc = R"({"id":"c1","created":17,"o":{"model":"in"},"model":"m","id":"c2"})";
+  const std::string_view keys[] = {"model", "id", "created", "usage"};
+  std::optional<std::string_view> out[4];
+  ASSERT_TRUE(find_top_level_values(doc, keys, out));
+  EXPECT_EQ(out[0], R"("m")");
+  EXPECT_EQ(out[1], R"("c2")");  // last duplicate, like find_top_level_value
+  EXPECT_EQ(out[2], "17");
+  EXPECT_FALSE(out[3]);
+  EXPECT_FALSE(find_top_level_values(R"({"model":"m",)", keys, out));
+  for (const auto& o : out) EXPECT_FALSE(o);
 }
 
 TEST(JsonSplice, TopLevelIsTrue) {
@@ -173,7 +202,9 @@ TEST(JsonSplice, ReplaceTopLevelStringTable) {
     const bool ok = replace_top_level_string(doc, "model", c.new_value);
     EXPECT_EQ(ok, c.expected.has_value()) << c.name;
     EXPECT_EQ(doc, c.expected.value_or(c.json)) << c.name;
-    if (ok) EXPECT_EQ(json::parse(doc)["model"], c.new_value) << c.name;
+    if (ok) {
+      EXPECT_EQ(json::parse(doc)["model"], c.new_value) << c.name;
+    }
   }
 }
 
@@ -253,13 +284,13 @@ TEST(JsonSplice, JsonUnescape) {
 // (ASCII mutations only: UTF-8 and surrogate validity are outside the scanner's contract).
 TEST(JsonSplice, AgreesWithNlohmannOnMutatedInput) {
   const std::string base =
-      R"({"model":"llama 8b (Q4 K M)","messages":[{"role":"system","content":"be \"brief\""},)"
+      R"J({"model":"llama 8b (Q4 K M)","messages":[{"role":"system","content":"be \"brief\""},)J"
       R"({"role":"user","content":[{"type":"text","text":"a\\b model"}]}],"stream":true,)"
       R"("stream_options":{"include_usage":false},"temperature":0.7,"n":1,"stop":null,"tools":[]})";
   const std::string alphabet = "{}[]\":,\\ -.0123456789eEtrufalsnmodel\n";
   std::mt19937 rng(12345);
   int accepted = 0;
-  for (int iter = 0; iter < 20000; ++iter) {
+  for (int iter = 0; iter < 10000; ++iter) {
     std::string doc = base;
     const int mutations = 1 + static_cast<int>(rng() % 3);
     for (int m = 0; m < mutations; ++m) {
