@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fakes/fake_openai.hpp"
+#include "imageworks/asio.hpp"
 #include "support/proxy_process.hpp"
 #include "support/sse_client.hpp"
 #include "support/test_support.hpp"
@@ -284,10 +285,16 @@ TEST(E2eChat, ClientDisconnectClosesTheUpstreamWithinOneSecond) {
   // Also while the upstream is still silent (no chunk to fail a write on).
   b.stall_before_headers = true;
   rig.fake.set_behavior(b);
-  c = std::make_unique<SseClient>(rig.port(), "/v1/chat/completions", chat_body(false).dump(), 20s);
+  imageworks::asio::io_context ioc;
+  imageworks::tcp::socket raw(ioc);
+  raw.connect({imageworks::asio::ip::make_address("127.0.0.1"), rig.port()});
+  std::string body = chat_body(false).dump();
+  std::string request = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  imageworks::asio::write(raw, imageworks::asio::buffer(request));
   ASSERT_TRUE(rig.fake.wait_for_requests(2, 5s));
   left = std::chrono::steady_clock::now();
-  c->close();
+  raw.close();
   noticed = rig.fake.wait_for_client_disconnect(5s, 2);
   ASSERT_TRUE(noticed.has_value());
   EXPECT_LT(*noticed - left, 1s);
