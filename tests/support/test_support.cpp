@@ -37,7 +37,7 @@ std::filesystem::path TempDir::write(const std::string& name, const std::string&
 
 std::filesystem::path source_dir() {
   const char* d = std::getenv("IMAGEWORKS_SOURCE_DIR");
-  return d ? std::filesystem::path(d) : std::filesystem::path(".");
+  return d ? std::filesystem::path(d) : std::filesystem::path(IMAGEWORKS_SOURCE_DIR_DEFAULT);
 }
 
 }  // namespace imageworks::test

@@ -19,7 +19,7 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-// The project's source directory (IMAGEWORKS_SOURCE_DIR, set by ctest), or ".".
+// The project's source directory (IMAGEWORKS_SOURCE_DIR), else the one this build came from.
 std::filesystem::path source_dir();
 
 }  // namespace imageworks::test
