@@ -1,0 +1,223 @@
+// bench_fake_upstream: a fast OpenAI-compatible upstream for the load benchmark.
+// POST /v1/chat/completions answers a fixed chat.completion, or — when the body asks for
+// "stream":true — a chunked SSE stream of N chat.completion.chunk events (one write per
+// event unless --batch), a usage chunk when "include_usage":true is present, then [DONE].
+// All reply bytes are precomputed; the request body is only scanned for those two flags.
+#include <array>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "imageworks/asio.hpp"
+
+namespace {
+
+using namespace imageworks;
+using Executor = asio::io_context::executor_type;
+using Socket = asio::basic_stream_socket<tcp, Executor>;
+
+struct Options {
+  std::string host = "127.0.0.1";
+  unsigned short port = 0;
+  int threads = 1;
+  int events = 64;
+  bool batch = false;  // the whole stream in one write (a server that buffers)
+};
+
+// The precomputed replies. Stream events are HTTP/1.1 chunks, each a slice of `stream`.
+struct Replies {
+  std::string completion;                     // full response: head + body
+  std::string stream;                         // head, then every event chunk back to back
+  std::vector<std::string_view> event_chunks;  // [0] includes the head
+  std::string usage_chunk;
+  std::string done_chunk;                     // data: [DONE] and the last (empty) chunk
+  std::string not_found;
+};
+
+std::string chunk(std::string_view payload) {
+  char size[32];
+  std::snprintf(size, sizeof size, "%zx\r\n", payload.size());
+  return std::string(size) + std::string(payload) + "\r\n";
+}
+
+std::string sse(std::string_view json) { return "data: " + std::string(json) + "\n\n"; }
+
+Replies build_replies(int events) {
+  Replies r;
+  const std::string body =
+      R"({"id":"chatcmpl-bench0000000000000000000000","object":"chat.completion","created":1700000000,)"
+      R"("model":"bench-model","system_fingerprint":"fp_bench","choices":[{"index":0,"message":)"
+      R"({"role":"assistant","content":"Hello! This is a fixed reply from the benchmark upstream. )"
+      R"(It is about as long as a short answer."},"logprobs":null,"finish_reason":"stop"}],)"
+      R"("usage":{"prompt_tokens":9,"completion_tokens":21,"total_tokens":30}})";
+  r.completion = "HTTP/1.1 200 OK\r\nServer: bench-upstream\r\nContent-Type: application/json\r\n"
+                 "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+
+  const std::string head =
+      "HTTP/1.1 200 OK\r\nServer: bench-upstream\r\nContent-Type: text/event-stream\r\n"
+      "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string prefix =
+      R"({"id":"chatcmpl-bench0000000000000000000000","object":"chat.completion.chunk","created":1700000000,)"
+      R"("model":"bench-model","system_fingerprint":"fp_bench","choices":[{"index":0,"delta":)";
+  std::vector<std::size_t> ends;
+  r.stream = head;
+  for (int i = 0; i < events; ++i) {
+    std::string delta = i == 0 ? R"({"role":"assistant","content":"tok0"})"
+                               : R"({"content":" tok)" + std::to_string(i) + R"("})";
+    std::string finish = i + 1 == events ? R"("stop")" : "null";
+    r.stream += chunk(sse(prefix + delta + R"(,"logprobs":null,"finish_reason":)" + finish + "}]}"));
+    ends.push_back(r.stream.size());
+  }
+  std::size_t begin = 0;
+  for (auto end : ends) {
+    r.event_chunks.emplace_back(r.stream.data() + begin, end - begin);
+    begin = end;
+  }
+  r.usage_chunk = chunk(sse(
+      R"({"id":"chatcmpl-bench0000000000000000000000","object":"chat.completion.chunk","created":1700000000,)"
+      R"("model":"bench-model","system_fingerprint":"fp_bench","choices":[],)"
+      R"("usage":{"prompt_tokens":9,"completion_tokens":)" + std::to_string(events) +
+      R"(,"total_tokens":)" + std::to_string(events + 9) + "}}"));
+  r.done_chunk = chunk("data: [DONE]\n\n") + "0\r\n\r\n";
+  const std::string nf = R"({"error":{"message":"not found","type":"invalid_request_error","param":null,"code":"not_found"}})";
+  r.not_found = "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: " +
+                std::to_string(nf.size()) + "\r\n\r\n" + nf;
+  return r;
+}
+
+// `"key"` followed by optional blanks, a colon, optional blanks and `true`. Good enough for
+// the benchmark's own request bodies; no JSON parsing on the hot path.
+bool flag_is_true(std::string_view body, std::string_view quoted_key) {
+  for (auto pos = body.find(quoted_key); pos != std::string_view::npos; pos = body.find(quoted_key, pos + 1)) {
+    auto i = pos + quoted_key.size();
+    while (i < body.size() && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r')) ++i;
+    if (i >= body.size() || body[i] != ':') continue;
+    ++i;
+    while (i < body.size() && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r')) ++i;
+    if (body.substr(i, 4) == "true") return true;
+  }
+  return false;
+}
+
+asio::awaitable<void> write_all(Socket& s, std::string_view bytes, beast::error_code& ec) {
+  co_await asio::async_write(s, asio::buffer(bytes.data(), bytes.size()),
+                             asio::redirect_error(asio::use_awaitable, ec));
+}
+
+asio::awaitable<void> send_stream(Socket& s, const Replies& r, bool usage, bool batch, beast::error_code& ec) {
+  if (batch) {
+    std::string_view tail = usage ? std::string_view(r.usage_chunk) : std::string_view();
+    std::array<asio::const_buffer, 3> bufs{asio::buffer(r.stream), asio::buffer(tail.data(), tail.size()),
+                                           asio::buffer(r.done_chunk)};
+    co_await asio::async_write(s, bufs, asio::redirect_error(asio::use_awaitable, ec));
+    co_return;
+  }
+  for (auto ev : r.event_chunks) {
+    co_await write_all(s, ev, ec);
+    if (ec) co_return;
+  }
+  if (usage) {
+    co_await write_all(s, r.usage_chunk, ec);
+    if (ec) co_return;
+  }
+  co_await write_all(s, r.done_chunk, ec);
+}
+
+asio::awaitable<void> serve_connection(Socket s, const Replies& r, bool batch) {
+  beast::flat_buffer buffer;
+  buffer.reserve(16 * 1024);
+  beast::error_code ec;
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.eager(true);
+    parser.body_limit(64 << 20);
+    co_await http::async_read(s, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) break;
+    auto& req = parser.get();
+    if (req.method() != http::verb::post || req.target() != "/v1/chat/completions") {
+      co_await write_all(s, r.not_found, ec);
+    } else if (flag_is_true(req.body(), "\"stream\"")) {
+      co_await send_stream(s, r, flag_is_true(req.body(), "\"include_usage\""), batch, ec);
+    } else {
+      co_await write_all(s, r.completion, ec);
+    }
+    if (ec || !req.keep_alive()) break;
+  }
+  s.shutdown(tcp::socket::shutdown_send, ec);
+}
+
+asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::vector<std::unique_ptr<asio::io_context>>& loops,
+                                  const Replies& r, bool batch) {
+  for (std::size_t next = 0;; ++next) {
+    auto& loop = *loops[next % loops.size()];
+    beast::error_code ec;
+    Socket s = co_await acceptor.async_accept(loop, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (ec == asio::error::operation_aborted) co_return;
+      continue;  // EMFILE and friends: keep serving the connections we have
+    }
+    s.set_option(tcp::no_delay(true), ec);
+    asio::co_spawn(loop, serve_connection(std::move(s), r, batch), asio::detached);
+  }
+}
+
+[[noreturn]] void usage_exit(const char* argv0) {
+  std::fprintf(stderr,
+               "usage: %s [--port P (0 = any)] [--host 127.0.0.1] [--threads N] [--events N] [--batch]\n",
+               argv0);
+  std::exit(2);
+}
+
+Options parse_args(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    auto value = [&]() -> const char* {
+      if (i + 1 >= argc) usage_exit(argv[0]);
+      return argv[++i];
+    };
+    if (a == "--port") o.port = static_cast<unsigned short>(std::atoi(value()));
+    else if (a == "--host") o.host = value();
+    else if (a == "--threads") o.threads = std::max(1, std::atoi(value()));
+    else if (a == "--events") o.events = std::max(1, std::atoi(value()));
+    else if (a == "--batch") o.batch = true;
+    else usage_exit(argv[0]);
+  }
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options opts = parse_args(argc, argv);
+  const Replies replies = build_replies(opts.events);
+  std::vector<std::unique_ptr<asio::io_context>> loops;
+  for (int i = 0; i < opts.threads; ++i) loops.push_back(std::make_unique<asio::io_context>(1));
+  tcp::acceptor acceptor(*loops.front());
+  tcp::endpoint ep{asio::ip::make_address(opts.host), opts.port};
+  acceptor.open(ep.protocol());
+  acceptor.set_option(asio::socket_base::reuse_address(true));
+  acceptor.bind(ep);
+  acceptor.listen(asio::socket_base::max_listen_connections);
+  std::printf("listening on http://%s:%u\n", opts.host.c_str(), acceptor.local_endpoint().port());
+  std::fflush(stdout);
+
+  asio::signal_set signals(*loops.front(), SIGINT, SIGTERM);
+  signals.async_wait([&](const beast::error_code&, int) {
+    for (auto& l : loops) l->stop();
+  });
+  asio::co_spawn(*loops.front(), accept_loop(acceptor, loops, replies, opts.batch), asio::detached);
+  std::vector<asio::executor_work_guard<Executor>> guards;
+  for (auto& l : loops) guards.emplace_back(l->get_executor());
+  std::vector<std::thread> threads;
+  for (std::size_t i = 1; i < loops.size(); ++i) threads.emplace_back([&, i] { loops[i]->run(); });
+  loops.front()->run();
+  for (auto& l : loops) l->stop();
+  for (auto& t : threads) t.join();
+  return 0;
+}
