@@ -18,8 +18,7 @@ asio::awaitable<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, cons
 // to `out`. Pure, for unit tests.
 class StreamRewriter {
  public:
-  StreamRewriter(std::string requested_model, bool strip_usage_chunk)
-      : model_(std::move(requested_model)), strip_usage_(strip_usage_chunk) {}
+  StreamRewriter(const std::string& requested_model, bool strip_usage_chunk);
   // Returns false once the stream is over ([DONE] or an error event was relayed).
   bool on_event(std::string_view event_name, std::string_view data, bool comment, std::string& out);
   // Frames that end the stream: [DONE] unless already sent.
@@ -30,12 +29,11 @@ class StreamRewriter {
   std::optional<std::int64_t> prompt_tokens, completion_tokens;
 
  private:
-  void record_usage(std::string_view chunk);
-  std::string model_;
+  void record_usage(std::string_view usage_json);
+  std::string model_json_;  // the requested model as a JSON string literal
   bool strip_usage_;
   bool done_ = false;
   std::string pinned_id_, pinned_created_;
-  std::string scratch_;
 };
 
 }  // namespace imageworks

@@ -1,4 +1,6 @@
 // Per-event rewriting of an upstream SSE stream for the client (§5 wire details, §7).
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "forwarder/relay.hpp"
@@ -45,10 +47,11 @@ void append_frame(std::string& out, std::string_view payload) {
 
 }  // namespace
 
-void StreamRewriter::record_usage(std::string_view chunk) {
-  auto usage = find_top_level_value(chunk, "usage");
-  if (!usage || *usage == "null") return;
-  auto j = nlohmann::json::parse(*usage, nullptr, false);
+StreamRewriter::StreamRewriter(const std::string& requested_model, bool strip_usage_chunk)
+    : model_json_("\"" + json_escape(requested_model) + "\""), strip_usage_(strip_usage_chunk) {}
+
+void StreamRewriter::record_usage(std::string_view usage) {
+  auto j = nlohmann::json::parse(usage, nullptr, false);
   if (!j.is_object()) return;
   if (j.contains("prompt_tokens") && j["prompt_tokens"].is_number_integer()) prompt_tokens = j["prompt_tokens"].get<std::int64_t>();
   if (j.contains("completion_tokens") && j["completion_tokens"].is_number_integer())
@@ -64,36 +67,70 @@ bool StreamRewriter::on_event(std::string_view event_name, std::string_view data
     out += "\n\n";
     return true;
   }
-  if (trim(data) == "[DONE]") {
+  std::string_view body = trim(data);
+  if (body == "[DONE]") {
     finish(out);
     return false;
   }
-  if (trim(data).empty()) return true;
-  if (event_name == "error" || has_top_level_key(data, "error")) {
+  if (body.empty()) return true;
+  // One scan finds every member a rule needs (STYLE: no JSON tree per event).
+  static constexpr std::string_view keys[] = {"error", "usage", "choices", "model", "id", "created"};
+  std::optional<std::string_view> v[6];
+  bool is_object = find_top_level_values(data, keys, v);
+  if (event_name == "error" || v[0]) {
     append_frame(out, stream_error_payload(data));
     finish(out);
     return false;
   }
-  scratch_.assign(data);
-  if (has_top_level_key(scratch_, "usage")) {
-    record_usage(scratch_);
-    auto choices = find_top_level_value(scratch_, "choices");
-    if (strip_usage_ && choices && trim(choices->substr(1, choices->size() - 2)).empty()) return true;
+  if (!is_object) {  // not JSON: relay it as is, one `data:` line per line so framing survives
+    std::size_t pos = 0;
+    for (;;) {
+      auto nl = data.find('\n', pos);
+      out += "data: ";
+      out += data.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
+      out += '\n';
+      if (nl == std::string_view::npos) break;
+      pos = nl + 1;
+    }
+    out += '\n';
+    return true;
   }
-  replace_top_level_string(scratch_, "model", model_);
-  // Clients key a stream on id and created: pin both to the first chunk's values.
-  if (auto id = find_top_level_value(scratch_, "id")) {
-    if (pinned_id_.empty()) pinned_id_.assign(*id);
-    else if (*id != pinned_id_) replace_top_level_value(scratch_, "id", pinned_id_);
+  if (v[1] && *v[1] != "null") {
+    record_usage(*v[1]);
+    if (strip_usage_ && v[2] && trim(v[2]->substr(1, v[2]->size() - 2)).empty()) return true;
   }
-  if (auto created = find_top_level_value(scratch_, "created")) {
-    if (pinned_created_.empty()) pinned_created_.assign(*created);
-    else if (*created != pinned_created_) replace_top_level_value(scratch_, "created", pinned_created_);
+  // Splice: model restored; id and created pinned to the first chunk's values.
+  struct Edit {
+    std::string_view span;
+    std::string_view text;
+  };
+  Edit edits[3];
+  int n = 0;
+  if (v[3] && v[3]->front() == '"') edits[n++] = {*v[3], model_json_};
+  if (v[4]) {
+    if (pinned_id_.empty()) pinned_id_.assign(*v[4]);
+    else if (*v[4] != pinned_id_) edits[n++] = {*v[4], pinned_id_};
   }
-  // One frame, one line: JSON whitespace newlines become spaces.
-  for (auto& c : scratch_)
-    if (c == '\n' || c == '\r') c = ' ';
-  append_frame(out, scratch_);
+  if (v[5]) {
+    if (pinned_created_.empty()) pinned_created_.assign(*v[5]);
+    else if (*v[5] != pinned_created_) edits[n++] = {*v[5], pinned_created_};
+  }
+  std::sort(edits, edits + n, [](const Edit& a, const Edit& b) { return a.span.data() < b.span.data(); });
+  out += "data: ";
+  std::size_t frame_start = out.size();
+  const char* cursor = data.data();
+  for (int i = 0; i < n; ++i) {
+    out.append(cursor, static_cast<std::size_t>(edits[i].span.data() - cursor));
+    out += edits[i].text;
+    cursor = edits[i].span.data() + edits[i].span.size();
+  }
+  out.append(cursor, static_cast<std::size_t>(data.data() + data.size() - cursor));
+  // One frame, one line: newlines in JSON are whitespace (inside strings they are escaped).
+  if (data.find_first_of("\r\n") != std::string_view::npos) {
+    for (auto i = frame_start; i < out.size(); ++i)
+      if (out[i] == '\n' || out[i] == '\r') out[i] = ' ';
+  }
+  out += "\n\n";
   return true;
 }
 
