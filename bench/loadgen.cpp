@@ -8,6 +8,7 @@
 // latency = time to the end of the stream, which must contain `data: [DONE]`.
 // Prints one JSON line. Every loop is bounded by the duration, --requests and a watchdog.
 #include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -280,6 +281,10 @@ int main(int argc, char** argv) {
     all.body_bytes += s.body_bytes;
     all.last_done = std::max(all.last_done, s.last_done);
   }
+  rusage self{};
+  getrusage(RUSAGE_SELF, &self);
+  const double cpu_s = static_cast<double>(self.ru_utime.tv_sec + self.ru_stime.tv_sec) +
+                       static_cast<double>(self.ru_utime.tv_usec + self.ru_stime.tv_usec) / 1e6;
   const auto n = all.latency_ns.size();
   const double elapsed = n ? std::chrono::duration<double>(all.last_done - plan.start).count() : opts.duration_s;
   std::printf(
@@ -287,7 +292,7 @@ int main(int argc, char** argv) {
       "\"requests\":%zu,\"errors\":%llu,\"timed_out\":%s,\"duration_s\":%.3f,\"rps\":%.1f,"
       "\"p50_us\":%lld,\"p90_us\":%lld,\"p99_us\":%lld,\"max_us\":%lld,"
       "\"p50_send_us\":%lld,\"p99_send_us\":%lld,\"ttfe_p50_us\":%lld,\"ttfe_p99_us\":%lld,"
-      "\"body_bytes_avg\":%.1f,\"latency_from\":\"%s\"}\n",
+      "\"body_bytes_avg\":%.1f,\"cpu_s\":%.3f,\"latency_from\":\"%s\"}\n",
       opts.rate > 0 ? "rate" : "closed", opts.stream ? "true" : "false", opts.connections, opts.threads,
       opts.rate, n, static_cast<unsigned long long>(all.errors), timed_out ? "true" : "false", elapsed,
       elapsed > 0 ? static_cast<double>(n) / elapsed : 0.0,
@@ -299,7 +304,7 @@ int main(int argc, char** argv) {
       static_cast<long long>(percentile_us(all.send_latency_ns, 0.99)),
       static_cast<long long>(percentile_us(all.ttfe_ns, 0.50)),
       static_cast<long long>(percentile_us(all.ttfe_ns, 0.99)),
-      n ? static_cast<double>(all.body_bytes) / static_cast<double>(n) : 0.0,
+      n ? static_cast<double>(all.body_bytes) / static_cast<double>(n) : 0.0, cpu_s,
       opts.rate > 0 ? "scheduled" : "send");
   return all.errors == 0 && n > 0 ? 0 : 1;
 }

@@ -16,18 +16,26 @@ ProxyError bad_request(const std::string& message, std::string param = {}) {
   return ProxyError(400, "err_bad_request", message, std::move(param));
 }
 
-char first_char(std::string_view raw) { return raw.empty() ? '\0' : raw.front(); }
+char first_char(const std::optional<std::string_view>& raw) { return raw && !raw->empty() ? raw->front() : '\0'; }
 
-void expect_kind(std::string_view body, std::string_view key, char opener, const char* what) {
-  auto v = find_top_level_value(body, key);
-  if (v && first_char(*v) != opener)
+void expect_kind(const std::optional<std::string_view>& v, std::string_view key, char opener, const char* what) {
+  if (v && first_char(v) != opener)
     throw bad_request("field '" + std::string(key) + "' must be " + what, std::string(key));
 }
 
-void expect_bool(std::string_view body, std::string_view key) {
-  auto v = find_top_level_value(body, key);
-  if (v && *v != "true" && *v != "false")
-    throw bad_request("field '" + std::string(key) + "' must be a boolean", std::string(key));
+// The body failed the cheap scan: say why in nlohmann's words (cold path only).
+ProxyError invalid_body(std::string_view body) {
+  auto start = body.find_first_not_of(" \t\r\n");
+  if (start == std::string_view::npos) return bad_request("request body is empty: expected a JSON object");
+  std::string why = "request body is not valid JSON";
+  try {
+    auto j = nlohmann::json::parse(body);
+    if (!j.is_object()) return bad_request("request body must be a JSON object");
+    why = "request body is not a JSON object the proxy can read (nesting too deep or a key repeated too often)";
+  } catch (const nlohmann::json::parse_error& e) {
+    why += std::string(": ") + e.what();
+  }
+  return bad_request(why);
 }
 
 }  // namespace
@@ -35,33 +43,25 @@ void expect_bool(std::string_view body, std::string_view key) {
 ForwardRequest parse_forward_request(std::string_view route, std::string body) {
   ForwardRequest fr;
   fr.route = std::string(route);
-  auto start = body.find_first_not_of(" \t\r\n");
-  if (start == std::string::npos) throw bad_request("request body is empty: expected a JSON object");
-  if (!nlohmann::json::accept(body)) {
-    std::string why = "request body is not valid JSON";
-    try {
-      (void)nlohmann::json::parse(body);
-    } catch (const nlohmann::json::parse_error& e) {
-      why += std::string(": ") + e.what();
-    }
-    throw bad_request(why);
-  }
-  if (body[start] != '{') throw bad_request("request body must be a JSON object");
-  auto model = find_top_level_value(body, "model");
+  // One scan validates the object and finds every member a rule needs.
+  static constexpr std::string_view keys[] = {"model", "stream", "messages", "tools", "stream_options"};
+  std::optional<std::string_view> v[5];
+  if (!find_top_level_values(body, keys, v)) throw invalid_body(body);
+  const auto& [model, stream, messages, tools, stream_options] = v;
   if (!model) throw bad_request("missing required field 'model'", "model");
-  if (first_char(*model) != '"') throw bad_request("field 'model' must be a string", "model");
+  if (first_char(model) != '"') throw bad_request("field 'model' must be a string", "model");
   auto unescaped = json_unescape(model->substr(1, model->size() - 2));
   if (!unescaped || unescaped->empty()) throw bad_request("field 'model' must be a non-empty string", "model");
   fr.requested_model = std::move(*unescaped);
-  expect_bool(body, "stream");
-  fr.stream = top_level_is_true(body, "stream");
+  if (stream && *stream != "true" && *stream != "false")
+    throw bad_request("field 'stream' must be a boolean", "stream");
+  fr.stream = stream && *stream == "true";
   if (route == "chat/completions") {
-    auto messages = find_top_level_value(body, "messages");
     if (!messages) throw bad_request("missing required field 'messages'", "messages");
-    if (first_char(*messages) != '[') throw bad_request("field 'messages' must be an array", "messages");
-    expect_kind(body, "tools", '[', "an array");
+    expect_kind(messages, "messages", '[', "an array");
+    expect_kind(tools, "tools", '[', "an array");
   }
-  expect_kind(body, "stream_options", '{', "an object");
+  expect_kind(stream_options, "stream_options", '{', "an object");
   fr.body = std::move(body);
   return fr;
 }

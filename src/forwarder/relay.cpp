@@ -109,9 +109,17 @@ bool is_event_stream(const http::response_header<>& h) {
   return ct.size() >= 17 && beast::iequals(ct.substr(0, 17), "text/event-stream");
 }
 
-}  // namespace
-
-namespace {
+void record_usage(std::string_view body, RelayOutcome& out) {
+  auto usage = find_top_level_value(body, "usage");
+  if (!usage || usage->front() != '{') return;
+  auto j = nlohmann::json::parse(*usage, nullptr, false);
+  auto count = [&](const char* key) -> std::optional<std::int64_t> {
+    if (j.is_object() && j.contains(key) && j[key].is_number_integer()) return j[key].get<std::int64_t>();
+    return std::nullopt;
+  };
+  out.prompt_tokens = count("prompt_tokens");
+  out.completion_tokens = count("completion_tokens");
+}
 
 // The whole (non-stream or error) reply: read it under the request deadline, restore the
 // model, send it; upstream errors keep their status in our error shape.
@@ -141,15 +149,8 @@ asio::awaitable<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr
     throw err;
   }
   std::string body = std::move(res.body());
+  record_usage(body, out);
   replace_top_level_string(body, "model", fr.requested_model);
-  if (auto usage = find_top_level_value(body, "usage")) {
-    auto j = nlohmann::json::parse(*usage, nullptr, false);
-    if (j.is_object()) {
-      if (j.contains("prompt_tokens") && j["prompt_tokens"].is_number_integer()) out.prompt_tokens = j["prompt_tokens"].get<std::int64_t>();
-      if (j.contains("completion_tokens") && j["completion_tokens"].is_number_integer())
-        out.completion_tokens = j["completion_tokens"].get<std::int64_t>();
-    }
-  }
   auto ct = res[http::field::content_type];
   co_await ex.send(static_cast<http::status>(status), std::move(body), ct.empty() ? "application/json" : ct);
   out.status = status;
