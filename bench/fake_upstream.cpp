@@ -3,7 +3,11 @@
 // "stream":true — a chunked SSE stream of N chat.completion.chunk events (one write per
 // event unless --batch), a usage chunk when "include_usage":true is present, then [DONE].
 // All reply bytes are precomputed; the request body is only scanned for those two flags.
+// A request header `x-bench-event-interval-us: N` paces the events N µs apart (the first
+// goes out at once), like a model generating tokens; without it they go back to back.
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +24,8 @@ namespace {
 using namespace imageworks;
 using Executor = asio::io_context::executor_type;
 using Socket = asio::basic_stream_socket<tcp, Executor>;
+using Timer = asio::basic_waitable_timer<std::chrono::steady_clock,
+                                         asio::wait_traits<std::chrono::steady_clock>, Executor>;
 
 struct Options {
   std::string host = "127.0.0.1";
@@ -109,26 +115,44 @@ asio::awaitable<void> write_all(Socket& s, std::string_view bytes, beast::error_
                              asio::redirect_error(asio::use_awaitable, ec));
 }
 
-asio::awaitable<void> send_stream(Socket& s, const Replies& r, bool usage, bool batch, beast::error_code& ec) {
-  if (batch) {
-    std::string_view tail = usage ? std::string_view(r.usage_chunk) : std::string_view();
+struct StreamPlan {
+  bool usage = false, batch = false;
+  std::chrono::microseconds interval{0};
+};
+
+asio::awaitable<void> send_stream(Socket& s, Timer& timer, const Replies& r, const StreamPlan& plan,
+                                  beast::error_code& ec) {
+  if (plan.batch && plan.interval.count() == 0) {
+    std::string_view tail = plan.usage ? std::string_view(r.usage_chunk) : std::string_view();
     std::array<asio::const_buffer, 3> bufs{asio::buffer(r.stream), asio::buffer(tail.data(), tail.size()),
                                            asio::buffer(r.done_chunk)};
     co_await asio::async_write(s, bufs, asio::redirect_error(asio::use_awaitable, ec));
     co_return;
   }
-  for (auto ev : r.event_chunks) {
-    co_await write_all(s, ev, ec);
+  for (std::size_t i = 0; i < r.event_chunks.size(); ++i) {
+    if (i > 0 && plan.interval.count() > 0) {
+      timer.expires_after(plan.interval);
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return;
+    }
+    co_await write_all(s, r.event_chunks[i], ec);
     if (ec) co_return;
   }
-  if (usage) {
+  if (plan.usage) {
     co_await write_all(s, r.usage_chunk, ec);
     if (ec) co_return;
   }
   co_await write_all(s, r.done_chunk, ec);
 }
 
+std::chrono::microseconds event_interval(const http::request<http::string_body>& req) {
+  auto v = req["x-bench-event-interval-us"];
+  if (v.empty()) return std::chrono::microseconds(0);
+  return std::chrono::microseconds(std::clamp(std::atol(std::string(v).c_str()), 0L, 10'000'000L));
+}
+
 asio::awaitable<void> serve_connection(Socket s, const Replies& r, bool batch) {
+  Timer timer(s.get_executor());
   beast::flat_buffer buffer;
   buffer.reserve(16 * 1024);
   beast::error_code ec;
@@ -142,7 +166,8 @@ asio::awaitable<void> serve_connection(Socket s, const Replies& r, bool batch) {
     if (req.method() != http::verb::post || req.target() != "/v1/chat/completions") {
       co_await write_all(s, r.not_found, ec);
     } else if (flag_is_true(req.body(), "\"stream\"")) {
-      co_await send_stream(s, r, flag_is_true(req.body(), "\"include_usage\""), batch, ec);
+      StreamPlan plan{flag_is_true(req.body(), "\"include_usage\""), batch, event_interval(req)};
+      co_await send_stream(s, timer, r, plan, ec);
     } else {
       co_await write_all(s, r.completion, ec);
     }
@@ -153,13 +178,17 @@ asio::awaitable<void> serve_connection(Socket s, const Replies& r, bool batch) {
 
 asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::vector<std::unique_ptr<asio::io_context>>& loops,
                                   const Replies& r, bool batch) {
+  Timer backoff(loops.front()->get_executor());
   for (std::size_t next = 0;; ++next) {
     auto& loop = *loops[next % loops.size()];
     beast::error_code ec;
     Socket s = co_await acceptor.async_accept(loop, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (ec == asio::error::operation_aborted) co_return;
-      continue;  // EMFILE and friends: keep serving the connections we have
+      // EMFILE and friends: keep serving the connections we have, retry a little later.
+      backoff.expires_after(std::chrono::milliseconds(10));
+      co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
     }
     s.set_option(tcp::no_delay(true), ec);
     asio::co_spawn(loop, serve_connection(std::move(s), r, batch), asio::detached);
@@ -168,7 +197,8 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::vector<std::uniq
 
 [[noreturn]] void usage_exit(const char* argv0) {
   std::fprintf(stderr,
-               "usage: %s [--port P (0 = any)] [--host 127.0.0.1] [--threads N] [--events N] [--batch]\n",
+               "usage: %s [--port P (0 = any)] [--host 127.0.0.1] [--threads N] [--events N=64]\n"
+               "          [--batch (each stream in one write, unless paced by x-bench-event-interval-us)]\n",
                argv0);
   std::exit(2);
 }

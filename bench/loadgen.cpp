@@ -37,6 +37,7 @@ struct Options {
   unsigned short port = 0;
   std::string target = "/";
   std::string body;
+  std::vector<std::string> headers;  // extra "Name: value" request headers
   int connections = 16;
   double duration_s = 5;
   double rate = 0;  // requests per second; 0 = closed loop
@@ -69,6 +70,7 @@ struct Loop {
 };
 
 constexpr std::size_t kBodyChunk = 64 * 1024;
+constexpr std::size_t kTailBytes = 32;  // enough for `data: [DONE]` and its line ends
 
 std::int64_t ns_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count();
@@ -98,9 +100,14 @@ asio::awaitable<Reply> read_reply(Socket& s, beast::flat_buffer& buf, char* body
     if (n == 0) continue;
     r.body_bytes += n;
     if (stream) {
-      tail.append(body, n);
-      if (!r.first_event && tail.find("data:") != std::string::npos) r.first_event = Clock::now();
-      if (tail.size() > 32) tail.erase(0, tail.size() - 32);
+      std::string_view fresh(body, n);
+      if (!r.first_event || fresh.size() < kTailBytes) {
+        tail.append(fresh);
+        if (!r.first_event && tail.find("data:") != std::string::npos) r.first_event = Clock::now();
+      } else {
+        tail.assign(fresh.substr(fresh.size() - kTailBytes));
+      }
+      if (tail.size() > kTailBytes) tail.erase(0, tail.size() - kTailBytes);
     }
   }
   r.keep_alive = p.keep_alive();
@@ -181,7 +188,7 @@ std::int64_t percentile_us(std::vector<std::int64_t>& v, double q) {
   std::fprintf(stderr,
                "usage: %s --url http://127.0.0.1:PORT/PATH (--body JSON | --body-file FILE)\n"
                "          [--connections C=16] [--duration S=5] [--rate R (0 = closed loop)]\n"
-               "          [--stream] [--threads 1|2] [--requests N]\n",
+               "          [--stream] [--header 'Name: value']... [--threads 1|2] [--requests N]\n",
                argv0);
   std::exit(2);
 }
@@ -218,6 +225,7 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--duration") o.duration_s = std::atof(value());
     else if (a == "--rate") o.rate = std::atof(value());
     else if (a == "--stream") o.stream = true;
+    else if (a == "--header") o.headers.emplace_back(value());
     else if (a == "--threads") o.threads = std::clamp(std::atoi(value()), 1, 64);
     else if (a == "--requests") o.max_requests = std::strtoull(value(), nullptr, 10);
     else usage_exit(argv[0], "unknown argument");
@@ -232,8 +240,9 @@ std::string build_request(const Options& o) {
   std::string r = "POST " + o.target + " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(o.port) +
                   "\r\nUser-Agent: bench_loadgen\r\nContent-Type: application/json\r\nAccept: " +
                   (o.stream ? "text/event-stream" : "application/json") +
-                  "\r\nContent-Length: " + std::to_string(o.body.size()) + "\r\n\r\n";
-  return r + o.body;
+                  "\r\nContent-Length: " + std::to_string(o.body.size()) + "\r\n";
+  for (const auto& h : o.headers) r += h + "\r\n";
+  return r + "\r\n" + o.body;
 }
 
 }  // namespace
@@ -246,7 +255,13 @@ int main(int argc, char** argv) {
     plan.interval = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / opts.rate));
 
   std::vector<std::unique_ptr<Loop>> loops;
-  for (int t = 0; t < opts.threads; ++t) loops.push_back(std::make_unique<Loop>());
+  for (int t = 0; t < opts.threads; ++t) {
+    loops.push_back(std::make_unique<Loop>());
+    // Growing the sample vectors mid-run would stall a loop: reserve a typical run's worth.
+    for (auto* v : {&loops.back()->stats.latency_ns, &loops.back()->stats.send_latency_ns})
+      v->reserve(1 << 18);
+    if (opts.stream) loops.back()->stats.ttfe_ns.reserve(1 << 16);
+  }
   // Rate mode: a moment for the connections to open before the first scheduled request.
   plan.start = Clock::now() + (opts.rate > 0 ? std::chrono::milliseconds(20) : std::chrono::milliseconds(0));
   plan.deadline = plan.start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(opts.duration_s));

@@ -24,7 +24,8 @@ KEEP_TMP=0
 NONSTREAM_CONNS=32
 STREAM_CONNS=16
 RATE=2000           # fixed-rate non-stream run, req/s
-STREAM_RATE=200     # fixed-rate stream run (time to first event), streams/s
+STREAM_RATE=200     # fixed-rate stream run (time to first event), streams/s ...
+EVENT_GAP_US=1000   # ... whose events the upstream paces this far apart, like a fast model
 ARGS_SEEN="$*"
 
 usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
@@ -45,7 +46,8 @@ while (($#)); do
   shift
 done
 NCPU=$(nproc)
-if ((PIN)) && ((NCPU < 2)); then PIN=0; fi
+# Pinning needs a core for the box and one for the rest; a multi-threaded box is not pinned.
+if ((PIN)) && ((NCPU < 2 || BOX_THREADS > 1)); then PIN=0; fi
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 
@@ -164,15 +166,20 @@ for t in direct nginx proxy; do
 done
 
 # ---- measurement ---------------------------------------------------------------------
-cpu_ticks() {  # utime+stime (clock ticks) summed over the given pids
-  local total=0 pid stat rest
+cpu_ticks() {  # "utime stime" (clock ticks), each summed over the given pids
+  local user=0 sys=0 pid stat rest
   for pid in "$@"; do
     stat=$(<"/proc/$pid/stat")
     rest=${stat##*) }          # fields from 3 (state) on; comm may contain spaces
     read -r -a f <<<"$rest"
-    total=$((total + f[11] + f[12]))
+    user=$((user + f[11])) sys=$((sys + f[12]))
   done
-  echo "$total"
+  echo "$user $sys"
+}
+machine_ticks() {  # user+nice+system ticks of all CPUs: compared with ours, shows other load
+  local user nice system
+  read -r _ user nice system _ </proc/stat
+  echo $((user + nice + system))
 }
 hwm_kib() {  # VmHWM summed over the given pids
   local total=0 pid v
@@ -187,9 +194,10 @@ declare -A SCEN_ARGS=(
   [ns_closed]="--connections $NONSTREAM_CONNS"
   [ns_rate]="--rate $RATE --connections 16"
   [st_closed]="--stream --connections $STREAM_CONNS"
-  [st_rate]="--stream --rate $STREAM_RATE --connections 16"
+  [st_rate]="--stream --rate $STREAM_RATE --connections 64 --header x-bench-event-interval-us:$EVENT_GAP_US"
 )
 SCENARIOS=(ns_closed ns_rate st_closed st_rate)
+CLK_TCK_NOW=$(getconf CLK_TCK)
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -202,19 +210,26 @@ measure() {  # measure SCENARIO TARGET REPEAT
   # shellcheck disable=SC2086  # the scenario arguments are meant to split
   "${LOAD_CPU[@]}" "$LOADGEN_BIN" --url "$url" --body "$body" ${SCEN_ARGS[$scen]} --duration "$WARMUP" \
     >/dev/null || true
-  local box_before up_before box_after up_after
-  box_before=$(cpu_ticks ${BOX[$target]})
-  up_before=$(cpu_ticks "$UPSTREAM_PID")
+  local bu0 bs0 bu1 bs1 uu0 us0 uu1 us1 box_pids m0 m1
+  read -r -a box_pids <<<"${BOX[$target]}"
+  m0=$(machine_ticks)
+  read -r bu0 bs0 <<<"$(cpu_ticks "${box_pids[@]}")"
+  read -r uu0 us0 <<<"$(cpu_ticks "$UPSTREAM_PID")"
   # shellcheck disable=SC2086
   json=$("${LOAD_CPU[@]}" "$LOADGEN_BIN" --url "$url" --body "$body" ${SCEN_ARGS[$scen]} --duration "$DURATION") ||
     log "$scen/$target: the load generator reported errors: $json"
-  box_after=$(cpu_ticks ${BOX[$target]})
-  up_after=$(cpu_ticks "$UPSTREAM_PID")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$target" "$rep" "$((box_after - box_before))" \
-    "$((up_after - up_before))" "$(hwm_kib ${BOX[$target]})" "$json" >>"$RESULTS"
+  read -r bu1 bs1 <<<"$(cpu_ticks "${box_pids[@]}")"
+  read -r uu1 us1 <<<"$(cpu_ticks "$UPSTREAM_PID")"
+  m1=$(machine_ticks)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$target" "$rep" "$((bu1 - bu0))" "$((bs1 - bs0))" \
+    "$((uu1 + us1 - uu0 - us0))" "$((m1 - m0))" "$(hwm_kib "${box_pids[@]}")" "$json" >>"$RESULTS"
   log "$(printf '%-9s %-6s run %s: %s' "$scen" "$target" "$rep" "$json")"
 }
 
+busy0=$(machine_ticks); sleep 1; busy1=$(machine_ticks)
+if ((busy1 - busy0 > CLK_TCK_NOW / 5)); then
+  log "WARNING: the machine is busy ($(((busy1 - busy0) * 100 / CLK_TCK_NOW)) % of a core used by other processes); results will be disturbed"
+fi
 total_runs=$((REPEATS * ${#SCENARIOS[@]} * 3))
 log "$total_runs runs of ${DURATION}s (load average now: $LOAD_BEFORE; pinned: $PIN)"
 # Repeats are interleaved (every path once, then again) so a drift in the machine's load
@@ -228,9 +243,10 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- report --------------------------------------------------------------------------
 export RESULTS DOC WRITE_DOC REPEATS DURATION BOX_THREADS PIN NCPU LOAD_BEFORE LOAD_AFTER \
-       NONSTREAM_CONNS STREAM_CONNS RATE STREAM_RATE ARGS_SEEN START_TS
-export CLK_TCK=$(getconf CLK_TCK)
-export CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-export KERNEL=$(uname -r)
-export NGINX_VERSION=$("$NGINX_BIN" -v 2>&1 | sed 's|.*nginx/||')
+       NONSTREAM_CONNS STREAM_CONNS RATE STREAM_RATE EVENT_GAP_US ARGS_SEEN START_TS
+CLK_TCK=$CLK_TCK_NOW
+CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+KERNEL=$(uname -r)
+NGINX_VERSION=$("$NGINX_BIN" -v 2>&1 | sed 's|.*nginx/||')
+export CLK_TCK CPU_MODEL KERNEL NGINX_VERSION
 python3 "$ROOT/bench/report.py"

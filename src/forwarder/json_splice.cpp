@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 
@@ -29,31 +30,40 @@ bool is_hex4(std::string_view s, std::size_t pos) {
   return is_hex(s[pos]) && is_hex(s[pos + 1]) && is_hex(s[pos + 2]) && is_hex(s[pos + 3]);
 }
 
-// True when one of the 8 bytes in `w` is '"', '\\' or a control character (SWAR bit tricks:
-// a byte's high bit survives only where the subtraction borrowed, i.e. where it matched).
-bool has_special_byte(std::uint64_t w) {
+// High bit set in each byte of `w` that is '"', '\\' or a control character (SWAR bit
+// tricks). Borrows can flag bytes above a real match, never below it, so the lowest set
+// bit is exact.
+std::uint64_t special_bytes(std::uint64_t w) {
   constexpr std::uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
   const std::uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
-  const std::uint64_t hits = ((w - ones * 0x20) | (quote - ones) | (backslash - ones)) & ~w & highs;
-  return hits != 0;
+  return ((w - ones * 0x20) | (quote - ones) | (backslash - ones)) & ~w & highs;
 }
 
 // `i` at an opening quote; returns the index past the closing quote, or npos. Plain string
-// bytes are skipped 8 at a time: base64 images make up most of a large request body.
+// bytes are skipped 8 at a time, jumping straight to the first special byte: base64 images
+// make up most of a large request body, short keys most of a stream event.
 std::size_t skip_string(std::string_view s, std::size_t i) {
+  static_assert(std::endian::native == std::endian::little, "the SWAR scan assumes little-endian words");
   const std::size_t n = s.size();
-  for (++i; i < n; ++i) {
-    while (n - i >= 8) {
+  ++i;
+  while (i < n) {
+    if (n - i >= 8) {
       std::uint64_t w;
       std::memcpy(&w, s.data() + i, 8);
-      if (has_special_byte(w)) break;
-      i += 8;
+      const std::uint64_t hits = special_bytes(w);
+      if (hits == 0) {
+        i += 8;
+        continue;
+      }
+      i += static_cast<std::size_t>(std::countr_zero(hits)) / 8;
     }
-    if (i >= n) break;
     const auto c = static_cast<unsigned char>(s[i]);
     if (c == '"') return i + 1;
     if (c < 0x20) return npos;  // raw control characters are not allowed in JSON strings
-    if (c != '\\') continue;
+    if (c != '\\') {
+      ++i;  // only in the last few bytes, where no whole word is left
+      continue;
+    }
     if (++i >= n) return npos;
     switch (s[i]) {
       case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't': break;
@@ -63,6 +73,7 @@ std::size_t skip_string(std::string_view s, std::size_t i) {
         break;
       default: return npos;
     }
+    ++i;
   }
   return npos;
 }
@@ -257,8 +268,16 @@ bool find_top_level_values(std::string_view json, std::span<const std::string_vi
   const std::size_t n = std::min(keys.size(), out.size());
   for (std::size_t k = 0; k < out.size(); ++k) out[k].reset();
   const bool valid = walk_top_level(json, [&](const Member& m) {
+    // Escaped keys are rare: decode once per member, not once per wanted key.
+    std::optional<std::string> decoded;
+    std::string_view key = m.key_raw;
+    if (std::memchr(key.data(), '\\', key.size())) {
+      decoded = json_unescape(key);
+      if (!decoded) return;
+      key = *decoded;
+    }
     for (std::size_t k = 0; k < n; ++k) {
-      if (key_matches(m.key_raw, keys[k])) out[k] = json.substr(m.value_begin, m.value_end - m.value_begin);
+      if (key == keys[k]) out[k] = json.substr(m.value_begin, m.value_end - m.value_begin);
     }
   }).has_value();
   if (!valid) {

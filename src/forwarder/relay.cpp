@@ -1,7 +1,6 @@
 // Send the prepared request upstream and relay the reply (§5). Local error replies are
 // possible only until the response head went out; after that an SSE error event and a
 // clean end are all that is left. The client leaving closes the upstream at once.
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "forwarder/relay.hpp"
@@ -109,16 +108,16 @@ bool is_event_stream(const http::response_header<>& h) {
   return ct.size() >= 17 && beast::iequals(ct.substr(0, 17), "text/event-stream");
 }
 
-void record_usage(std::string_view body, RelayOutcome& out) {
-  auto usage = find_top_level_value(body, "usage");
-  if (!usage || usage->front() != '{') return;
-  auto j = nlohmann::json::parse(*usage, nullptr, false);
-  auto count = [&](const char* key) -> std::optional<std::int64_t> {
-    if (j.is_object() && j.contains(key) && j[key].is_number_integer()) return j[key].get<std::int64_t>();
-    return std::nullopt;
-  };
-  out.prompt_tokens = count("prompt_tokens");
-  out.completion_tokens = count("completion_tokens");
+// Restore the model in a whole reply and pick up its usage, in one scan of the body.
+void restore_model_and_read_usage(std::string& body, const std::string& model_json, RelayOutcome& out) {
+  static constexpr std::string_view keys[] = {"model", "usage"};
+  std::optional<std::string_view> v[2];
+  if (!find_top_level_values(body, keys, v)) return;
+  if (v[1] && v[1]->front() == '{') read_usage(*v[1], out.prompt_tokens, out.completion_tokens);
+  if (v[0] && v[0]->front() == '"') {
+    auto offset = static_cast<std::size_t>(v[0]->data() - body.data());
+    body.replace(offset, v[0]->size(), model_json);
+  }
 }
 
 // The whole (non-stream or error) reply: read it under the request deadline, restore the
@@ -149,8 +148,7 @@ asio::awaitable<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr
     throw err;
   }
   std::string body = std::move(res.body());
-  record_usage(body, out);
-  replace_top_level_string(body, "model", fr.requested_model);
+  restore_model_and_read_usage(body, "\"" + json_escape(fr.requested_model) + "\"", out);
   auto ct = res[http::field::content_type];
   co_await ex.send(static_cast<http::status>(status), std::move(body), ct.empty() ? "application/json" : ct);
   out.status = status;

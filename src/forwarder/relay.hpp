@@ -13,6 +13,10 @@ struct RelaySettings {
 asio::awaitable<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
                                     const RelaySettings& settings);
 
+// prompt_tokens / completion_tokens of a `usage` object, without a JSON tree.
+void read_usage(std::string_view usage_json, std::optional<std::int64_t>& prompt,
+                std::optional<std::int64_t>& completion);
+
 // Rewrites one upstream SSE event for the client (model restored, id/created pinned to the
 // first chunk's, our usage chunk dropped, error dialects unified) and appends the frame(s)
 // to `out`. Pure, for unit tests.

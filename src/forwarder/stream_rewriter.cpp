@@ -1,5 +1,7 @@
 // Per-event rewriting of an upstream SSE stream for the client (§5 wire details, §7).
 #include <algorithm>
+#include <charconv>
+#include <cstring>
 
 #include <nlohmann/json.hpp>
 
@@ -50,13 +52,23 @@ void append_frame(std::string& out, std::string_view payload) {
 StreamRewriter::StreamRewriter(const std::string& requested_model, bool strip_usage_chunk)
     : model_json_("\"" + json_escape(requested_model) + "\""), strip_usage_(strip_usage_chunk) {}
 
-void StreamRewriter::record_usage(std::string_view usage) {
-  auto j = nlohmann::json::parse(usage, nullptr, false);
-  if (!j.is_object()) return;
-  if (j.contains("prompt_tokens") && j["prompt_tokens"].is_number_integer()) prompt_tokens = j["prompt_tokens"].get<std::int64_t>();
-  if (j.contains("completion_tokens") && j["completion_tokens"].is_number_integer())
-    completion_tokens = j["completion_tokens"].get<std::int64_t>();
+void read_usage(std::string_view usage_json, std::optional<std::int64_t>& prompt,
+                std::optional<std::int64_t>& completion) {
+  static constexpr std::string_view keys[] = {"prompt_tokens", "completion_tokens"};
+  std::optional<std::string_view> v[2];
+  if (!find_top_level_values(usage_json, keys, v)) return;
+  auto as_int = [](const std::optional<std::string_view>& raw) -> std::optional<std::int64_t> {
+    std::int64_t n = 0;
+    if (!raw) return std::nullopt;
+    auto [end, ec] = std::from_chars(raw->data(), raw->data() + raw->size(), n);
+    if (ec != std::errc() || end != raw->data() + raw->size()) return std::nullopt;
+    return n;
+  };
+  if (auto n = as_int(v[0])) prompt = n;
+  if (auto n = as_int(v[1])) completion = n;
 }
+
+void StreamRewriter::record_usage(std::string_view usage) { read_usage(usage, prompt_tokens, completion_tokens); }
 
 bool StreamRewriter::on_event(std::string_view event_name, std::string_view data, bool comment,
                               std::string& out) {
@@ -126,7 +138,7 @@ bool StreamRewriter::on_event(std::string_view event_name, std::string_view data
   }
   out.append(cursor, static_cast<std::size_t>(data.data() + data.size() - cursor));
   // One frame, one line: newlines in JSON are whitespace (inside strings they are escaped).
-  if (data.find_first_of("\r\n") != std::string_view::npos) {
+  if (std::memchr(data.data(), '\n', data.size()) || std::memchr(data.data(), '\r', data.size())) {
     for (auto i = frame_start; i < out.size(); ++i)
       if (out[i] == '\n' || out[i] == '\r') out[i] = ' ';
   }
