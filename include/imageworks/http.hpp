@@ -55,8 +55,7 @@ class Exchange {
   asio::awaitable<void> end_stream(std::string_view last_data = {});
 
  private:
-  template <class Fields>
-  void apply_common_headers(Fields& fields, std::string_view content_type);
+  void append_head(http::status status, std::string_view content_type, bool chunked, std::size_t content_length);
 
   Stream& stream_;
   Request& req_;
@@ -68,7 +67,7 @@ class Exchange {
   int status_ = 0;
   std::uint64_t bytes_out_ = 0;
   std::vector<std::pair<std::string, std::string>> extra_headers_;
-  std::string scratch_;  // reused framing buffer for chunks
+  std::string scratch_;  // reused buffer for the response head and chunk framing
 };
 
 }  // namespace imageworks

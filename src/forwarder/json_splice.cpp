@@ -271,7 +271,7 @@ bool find_top_level_values(std::string_view json, std::span<const std::string_vi
     // Escaped keys are rare: decode once per member, not once per wanted key.
     std::optional<std::string> decoded;
     std::string_view key = m.key_raw;
-    if (std::memchr(key.data(), '\\', key.size())) {
+    if (!key.empty() && std::memchr(key.data(), '\\', key.size())) {
       decoded = json_unescape(key);
       if (!decoded) return;
       key = *decoded;

@@ -3,6 +3,8 @@
 // clean end are all that is left. The client leaving closes the upstream at once.
 #include <spdlog/spdlog.h>
 
+#include <array>
+
 #include "forwarder/relay.hpp"
 #include "imageworks/json_splice.hpp"
 #include "imageworks/sse.hpp"
@@ -14,8 +16,6 @@ namespace {
 constexpr std::size_t kStreamReadBytes = 16 * 1024;
 constexpr std::uint64_t kMaxWholeReplyBytes = 256ull << 20;
 
-using UpstreamRequest = http::request<http::span_body<const char>>;
-
 bool hop_by_hop_or_ours(std::string_view name) {
   static constexpr std::string_view skip[] = {
       "host", "connection", "keep-alive", "proxy-connection", "proxy-authorization", "te",
@@ -26,20 +26,38 @@ bool hop_by_hop_or_ours(std::string_view name) {
   return false;
 }
 
-UpstreamRequest build_upstream_request(const Exchange& ex, const ForwardRequest& fr, const BackendRoute& route) {
-  UpstreamRequest req{http::verb::post, route.target.base_path + "/" + fr.route, 11};
-  for (const auto& f : ex.request()) {
-    if (!hop_by_hop_or_ours(f.name_string())) req.insert(f.name_string(), f.value());
+// The upstream request head, written by hand (the body goes out beside it, uncopied).
+// Unknown client headers (X-OpenWebUI-*, custom ones) pass through; hop-by-hop ones do not.
+std::string upstream_request_head(const Exchange& ex, const ForwardRequest& fr, const BackendRoute& route) {
+  std::string h;
+  h.reserve(512);
+  h += "POST ";
+  h += route.target.base_path;
+  h += '/';
+  h += fr.route;
+  h += " HTTP/1.1\r\nHost: ";
+  h += route.target.host_header;
+  h += "\r\nContent-Type: application/json\r\nAccept: ";
+  h += fr.stream ? "text/event-stream" : "application/json";
+  h += "\r\nx-request-id: ";
+  h += ex.request_id();
+  h += "\r\n";
+  if (!route.api_key.empty()) {
+    h += "Authorization: Bearer ";
+    h += route.api_key;
+    h += "\r\n";
   }
-  req.set(http::field::host, route.target.host_header);
-  req.set(http::field::content_type, "application/json");
-  req.set(http::field::accept, fr.stream ? "text/event-stream" : "application/json");
-  req.set("x-request-id", ex.request_id());
-  if (!route.api_key.empty()) req.set(http::field::authorization, "Bearer " + route.api_key);
-  req.keep_alive(true);
-  req.body() = {fr.body.data(), fr.body.size()};
-  req.prepare_payload();
-  return req;
+  for (const auto& f : ex.request()) {
+    if (hop_by_hop_or_ours(f.name_string())) continue;
+    h += f.name_string();
+    h += ": ";
+    h += f.value();
+    h += "\r\n";
+  }
+  h += "Content-Length: ";
+  h += std::to_string(fr.body.size());
+  h += "\r\n\r\n";
+  return h;
 }
 
 // Watches the client socket while the upstream works: readable with nothing to read means
@@ -230,7 +248,8 @@ asio::awaitable<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, cons
                                     const RelaySettings& s) {
   const auto started = std::chrono::steady_clock::now();
   const auto deadline = started + s.backend_timeout;
-  auto req = build_upstream_request(ex, fr, route);
+  const std::string head_bytes = upstream_request_head(ex, fr, route);
+  const std::array<asio::const_buffer, 2> request_bufs{asio::buffer(head_bytes), asio::buffer(fr.body)};
   auto watch = std::make_shared<ClientWatch>();
   watch_client(ex.stream(), watch);
   WatchGuard guard{watch, ex.stream()};
@@ -241,7 +260,7 @@ asio::awaitable<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, cons
     conn->tcp().expires_at(deadline);
     beast::error_code ec;
     co_await conn->with_stream([&](auto& st) {
-      return http::async_write(st, req, asio::redirect_error(asio::use_awaitable, ec));
+      return asio::async_write(st, request_bufs, asio::redirect_error(asio::use_awaitable, ec));
     });
     http::response_parser<http::empty_body> head;
     head.body_limit(std::numeric_limits<std::uint64_t>::max());  // not boost::none: Beast 1.74 rejects any Content-Length against an empty optional

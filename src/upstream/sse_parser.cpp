@@ -1,5 +1,7 @@
 #include "imageworks/sse.hpp"
 
+#include <cstring>
+
 #include <algorithm>
 
 namespace imageworks {
@@ -10,13 +12,15 @@ constexpr std::string_view kBom = "\xEF\xBB\xBF";
 
 // Position of the first '\r' or '\n', or npos. A plain loop: the compiler vectorises it well
 // enough and, unlike find_first_of, it has no per-call set setup.
+// The first '\n' or '\r'. Two memchr calls (vectorised in libc) beat a byte loop; the
+// '\r' search stops at the '\n', so the whole is still one pass over the line.
 std::size_t find_eol(std::string_view s) {
+  if (s.empty()) return std::string_view::npos;  // memchr must not see a null pointer
   const char* p = s.data();
-  const char* end = p + s.size();
-  for (const char* it = p; it != end; ++it) {
-    if (*it == '\n' || *it == '\r') return static_cast<std::size_t>(it - p);
-  }
-  return std::string_view::npos;
+  const auto* nl = static_cast<const char*>(std::memchr(p, '\n', s.size()));
+  const std::size_t limit = nl ? static_cast<std::size_t>(nl - p) : s.size();
+  if (const auto* cr = static_cast<const char*>(std::memchr(p, '\r', limit))) return static_cast<std::size_t>(cr - p);
+  return nl ? limit : std::string_view::npos;
 }
 
 std::string_view strip_one_space(std::string_view v) {
