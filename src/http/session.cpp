@@ -85,7 +85,6 @@ asio::awaitable<void> Server::run_session(std::shared_ptr<Session> s) {
         if (f.status) co_await reply_and_close(stream, f.status, f.code, f.message, opts_.write_timeout);
         break;
       }
-      stream.expires_never();
       Request req = parser.release();
       auto id = make_request_id(req["x-request-id"]);
       beast::error_code rec;
