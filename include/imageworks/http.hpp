@@ -9,11 +9,11 @@
 
 #include "imageworks/asio.hpp"
 #include "imageworks/errors.hpp"
+#include "imageworks/timed_socket.hpp"
 
 namespace imageworks {
 
-using Executor = asio::io_context::executor_type;
-using Stream = beast::basic_stream<tcp, Executor, beast::unlimited_rate_policy>;
+using Stream = TimedSocket;
 using Request = http::request<http::string_body>;
 
 class Exchange {

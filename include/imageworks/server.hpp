@@ -56,14 +56,15 @@ class Server {
 
  private:
   struct Session {
-    explicit Session(Stream s) : stream(std::move(s)) {}
+    explicit Session(TimedSocket::socket_type s) : stream(std::move(s)) {}
     Stream stream;
     bool busy = false;  // a request is being handled (touched only on the session's context)
   };
   asio::awaitable<void> accept_loop();
-  asio::awaitable<void> run_session(std::shared_ptr<Session> s);
+  asio::awaitable<void> run_session(TimedSocket::socket_type socket);
   asio::awaitable<void> drain();
   void begin_stop();
+  void thread_exit();
 
   ServerOptions opts_;
   Handler handler_;

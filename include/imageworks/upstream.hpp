@@ -29,7 +29,7 @@ struct UpstreamTarget {
 // Throws ProxyError 502 for an unusable URL.
 UpstreamTarget parse_base_url(std::string_view url);
 
-using UpstreamTcp = beast::basic_stream<tcp, Executor, beast::unlimited_rate_policy>;
+using UpstreamTcp = TimedSocket;
 using UpstreamTls = beast::ssl_stream<UpstreamTcp>;
 
 class UpstreamConnection {

@@ -70,7 +70,7 @@ struct ClientWatch {
 };
 
 void watch_client(Stream& client, const std::shared_ptr<ClientWatch>& w) {
-  auto* sock = &client.socket();
+  auto* sock = &client.socket();  // a bare wait: no deadline applies to it
   sock->async_wait(tcp::socket::wait_read, [w, sock](const beast::error_code& ec) {
     if (ec || !w->active) return;
     beast::error_code aec;
@@ -99,9 +99,9 @@ bool stale_connection_error(const beast::error_code& ec) {
          ec == asio::error::broken_pipe || ec == http::error::partial_message;
 }
 
-ProxyError transport_error(const BackendRoute& route, const beast::error_code& ec, bool before_reply,
-                           const RelaySettings& s) {
-  if (ec == beast::error::timeout) {
+ProxyError transport_error(const BackendRoute& route, UpstreamConnection& conn, const beast::error_code& ec,
+                           bool before_reply, const RelaySettings& s) {
+  if (timed_out(conn.tcp(), ec)) {
     if (before_reply)
       return ProxyError(504, "err_backend_timeout",
                         "backend " + route.target.pool_key + " sent no reply within " +
@@ -156,7 +156,7 @@ asio::awaitable<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr
     ex.set_close();
     co_return out;
   }
-  if (ec) throw transport_error(route, ec, true, s);
+  if (ec) throw transport_error(route, *conn, ec, true, s);
   auto res = p.release();
   if (res.keep_alive()) release_connection(std::move(conn));
   int status = static_cast<int>(res.result_int());
@@ -202,7 +202,7 @@ asio::awaitable<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& f
     std::size_t n = kStreamReadBytes - p.get().body().size;
     if (n) sse.feed(std::string_view(buf.get(), n), on_event);
     if (ec) {
-      failure = transport_error(route, ec, false, s);
+      failure = transport_error(route, *conn, ec, false, s);
       if (ec == http::error::partial_message || ec == http::error::end_of_stream || ec == asio::error::eof)
         failure = ProxyError(502, "err_backend_unavailable", "backend " + route.target.pool_key +
                                                                  " closed the stream before it ended");
@@ -279,7 +279,7 @@ asio::awaitable<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, cons
       watch->conn = nullptr;
       // A pooled connection the backend closed meanwhile: one retry on a fresh one.
       if (conn->reused && attempt == 0 && stale_connection_error(ec)) continue;
-      throw transport_error(route, ec, true, s);
+      throw transport_error(route, *conn, ec, true, s);
     }
     bool streaming = fr.stream && head.get().result() == http::status::ok && is_event_stream(head.get());
     // Not a ?: of two co_awaits: GCC 12 miscompiles that (the result's destructor frees garbage).

@@ -47,6 +47,7 @@ asio::awaitable<void> Exchange::send(http::status status, std::string body, std:
   std::array<asio::const_buffer, 2> bufs{asio::buffer(scratch_), asio::buffer(body)};
   stream_.expires_after(write_timeout_);
   bytes_out_ += co_await asio::async_write(stream_, bufs, asio::use_awaitable);
+  stream_.expires_never();
 }
 
 asio::awaitable<void> Exchange::send_error(const ProxyError& e) {
@@ -69,6 +70,7 @@ asio::awaitable<void> Exchange::start_stream(http::status status, std::string_vi
   append_chunk(scratch_, first_chunk);  // head and first chunk in one write
   stream_.expires_after(write_timeout_);
   bytes_out_ += co_await asio::async_write(stream_, asio::buffer(scratch_), asio::use_awaitable);
+  stream_.expires_never();
 }
 
 asio::awaitable<void> Exchange::write_chunk(std::string_view data) {
@@ -76,8 +78,8 @@ asio::awaitable<void> Exchange::write_chunk(std::string_view data) {
   scratch_.clear();
   append_chunk(scratch_, data);
   stream_.expires_after(write_timeout_);
-  auto n = co_await asio::async_write(stream_, asio::buffer(scratch_), asio::use_awaitable);
-  bytes_out_ += n;
+  bytes_out_ += co_await asio::async_write(stream_, asio::buffer(scratch_), asio::use_awaitable);
+  stream_.expires_never();
 }
 
 asio::awaitable<void> Exchange::end_stream(std::string_view last_data) {
@@ -85,8 +87,8 @@ asio::awaitable<void> Exchange::end_stream(std::string_view last_data) {
   append_chunk(scratch_, last_data);
   scratch_.append("0\r\n\r\n");
   stream_.expires_after(write_timeout_);
-  auto n = co_await asio::async_write(stream_, asio::buffer(scratch_), asio::use_awaitable);
-  bytes_out_ += n;
+  bytes_out_ += co_await asio::async_write(stream_, asio::buffer(scratch_), asio::use_awaitable);
+  stream_.expires_never();
 }
 
 }  // namespace imageworks

@@ -63,14 +63,19 @@ void Server::run() {
   for (std::size_t i = 1; i < contexts_.size(); ++i)
     threads.emplace_back([this, i] {
       contexts_[i]->run();
-      if (opts_.on_thread_exit) opts_.on_thread_exit();
+      thread_exit();
     });
   contexts_.front()->run();
-  if (opts_.on_thread_exit) opts_.on_thread_exit();
+  thread_exit();
   for (auto& c : contexts_) c->stop();
   for (auto& t : threads) t.join();
   std::lock_guard lk(sessions_mu_);
   sessions_.clear();
+}
+
+void Server::thread_exit() {
+  if (opts_.on_thread_exit) opts_.on_thread_exit();
+  stop_deadline_sweep();
 }
 
 void Server::stop() {
@@ -125,12 +130,8 @@ asio::awaitable<void> Server::accept_loop() {
       continue;
     }
     socket.set_option(tcp::no_delay(true), ec);
-    auto session = std::make_shared<Session>(Stream(std::move(socket)));
-    {
-      std::lock_guard lk(sessions_mu_);
-      sessions_.insert(session);
-    }
-    asio::co_spawn(target, run_session(session), asio::detached);
+    // The session is made on its own thread: its socket joins that thread's deadline sweep.
+    asio::co_spawn(target, run_session(std::move(socket)), asio::detached);
   }
 }
 

@@ -33,7 +33,7 @@ ReadFailure classify_read_error(const beast::error_code& ec) {
     return {431, "err_headers_too_large", "request headers exceed the 16 KiB limit"};
   if (ec == http::error::body_limit)
     return {413, "err_payload_too_large", "request body exceeds CHAT_PROXY_MAX_BODY_BYTES"};
-  if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+  if (ec == http::error::end_of_stream || ec == asio::error::bad_descriptor ||
       ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
       ec == asio::error::eof || ec == http::error::partial_message)
     return {};
@@ -44,7 +44,12 @@ ReadFailure classify_read_error(const beast::error_code& ec) {
 
 }  // namespace
 
-asio::awaitable<void> Server::run_session(std::shared_ptr<Session> s) {
+asio::awaitable<void> Server::run_session(TimedSocket::socket_type socket) {
+  auto s = std::make_shared<Session>(std::move(socket));
+  {
+    std::lock_guard lk(sessions_mu_);
+    sessions_.insert(s);
+  }
   auto& stream = s->stream;
   beast::flat_buffer buffer;
   buffer.reserve(16 * 1024);
@@ -85,6 +90,7 @@ asio::awaitable<void> Server::run_session(std::shared_ptr<Session> s) {
         if (f.status) co_await reply_and_close(stream, f.status, f.code, f.message, opts_.write_timeout);
         break;
       }
+      stream.expires_never();  // the handler sets deadlines for its own writes
       Request req = parser.release();
       auto id = make_request_id(req["x-request-id"]);
       beast::error_code rec;

@@ -38,8 +38,8 @@ bool still_usable(UpstreamConnection& c) {
   return c.tcp().socket().is_open() && c.buffer.size() == 0;
 }
 
-ProxyError connect_error(const UpstreamTarget& t, const beast::error_code& ec) {
-  if (ec == beast::error::timeout)
+ProxyError connect_error(const UpstreamTarget& t, const TimedSocket& s, const beast::error_code& ec) {
+  if (timed_out(s, ec))
     return ProxyError(504, "err_backend_timeout",
                       "backend " + t.pool_key + " did not accept a connection in time");
   return ProxyError(502, "err_backend_unavailable",
@@ -50,14 +50,14 @@ ProxyError connect_error(const UpstreamTarget& t, const beast::error_code& ec) {
 
 UpstreamConnection::UpstreamConnection(Executor ex, const UpstreamTarget& t)
     : tcp_(ex), key_(t.pool_key) {
-  if (t.tls) tls_ = std::make_unique<UpstreamTls>(UpstreamTcp(ex), tls_context());
+  if (t.tls) tls_ = std::make_unique<UpstreamTls>(ex, tls_context());
   buffer.reserve(kReadBufferBytes);
 }
 
 void UpstreamConnection::close() {
   beast::error_code ec;
   tcp().socket().shutdown(tcp::socket::shutdown_both, ec);
-  tcp().socket().close(ec);
+  tcp().close();
 }
 
 asio::awaitable<std::unique_ptr<UpstreamConnection>> acquire_connection(
@@ -81,22 +81,24 @@ asio::awaitable<std::unique_ptr<UpstreamConnection>> acquire_connection(
   beast::error_code addr_ec;
   auto addr = asio::ip::make_address(t.host, addr_ec);
   if (!addr_ec) {
-    co_await stream.async_connect(tcp::endpoint(addr, static_cast<unsigned short>(std::stoi(t.port))),
-                                  asio::redirect_error(asio::use_awaitable, ec));
+    co_await stream.socket().async_connect(tcp::endpoint(addr, static_cast<unsigned short>(std::stoi(t.port))),
+                                           asio::redirect_error(asio::use_awaitable, ec));
   } else {
     tcp::resolver resolver(ex);
     auto results = co_await resolver.async_resolve(t.host, t.port, asio::redirect_error(asio::use_awaitable, ec));
-    if (!ec) co_await stream.async_connect(results, asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec) co_await asio::async_connect(stream.socket(), results, asio::redirect_error(asio::use_awaitable, ec));
   }
-  if (ec) throw connect_error(t, ec);
+  if (!ec && stream.expired()) ec = asio::error::timed_out;  // a range connect may outlive a sweep
+  if (ec) throw connect_error(t, stream, ec);
   stream.socket().set_option(tcp::no_delay(true), ec);
+  ec = {};
   if (c->is_tls()) {
     auto& tls = c->tls();
     if (!SSL_set_tlsext_host_name(tls.native_handle(), t.host.c_str()))
       throw ProxyError(502, "err_backend_unavailable", "cannot set TLS SNI for " + t.host);
     tls.set_verify_callback(asio::ssl::host_name_verification(t.host));
     co_await tls.async_handshake(asio::ssl::stream_base::client, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) throw connect_error(t, ec);
+    if (ec) throw connect_error(t, stream, ec);
   }
   co_return c;
 }
