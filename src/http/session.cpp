@@ -80,7 +80,12 @@ asio::awaitable<void> Server::run_session(TimedSocket::socket_type socket) {
                                    "request body exceeds CHAT_PROXY_MAX_BODY_BYTES", opts_.write_timeout);
           break;
         }
-        if (!parser.is_done()) {
+        if (!parser.is_done() && beast::iequals(head[http::field::expect], "100-continue")) {
+          // curl sends this for bodies over 1 KiB and would otherwise wait a second.
+          static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+          co_await asio::async_write(stream, asio::buffer(kContinue), asio::redirect_error(asio::use_awaitable, ec));
+        }
+        if (!ec && !parser.is_done()) {
           stream.expires_after(opts_.request_timeout);
           co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
         }

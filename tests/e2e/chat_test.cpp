@@ -356,3 +356,24 @@ TEST(E2eChat, BadInputGetsClear400s) {
   EXPECT_TRUE(rig.fake.requests().empty()) << "bad requests never reach the backend";
   EXPECT_EQ(http_call(rig.port(), "GET", "/v1/health").status, 200);
 }
+
+TEST(E2eChat, ExpectContinueIsAnsweredAtOnce) {
+  ChatRig rig;
+  imageworks::asio::io_context ioc;
+  imageworks::tcp::socket sock(ioc);
+  sock.connect({imageworks::asio::ip::make_address("127.0.0.1"), rig.port()});
+  std::string body = chat_body(false).dump();
+  std::string head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     "Expect: 100-continue\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n";
+  imageworks::asio::write(sock, imageworks::asio::buffer(head));
+  // The interim reply arrives before any body byte was sent (the read blocks until it does).
+  std::string got(25, '\0');
+  imageworks::asio::read(sock, imageworks::asio::buffer(got));
+  EXPECT_EQ(got, "HTTP/1.1 100 Continue\r\n\r\n");
+  imageworks::asio::write(sock, imageworks::asio::buffer(body));
+  imageworks::beast::flat_buffer buf;
+  imageworks::http::response<imageworks::http::string_body> res;
+  imageworks::http::read(sock, buf, res);
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(json::parse(res.body())["model"], "Fake Chat 7b");
+}
