@@ -377,3 +377,16 @@ TEST(E2eChat, ExpectContinueIsAnsweredAtOnce) {
   EXPECT_EQ(res.result_int(), 200u);
   EXPECT_EQ(json::parse(res.body())["model"], "Fake Chat 7b");
 }
+
+TEST(E2eChat, PooledConnectionClosedByTheBackendIsRetriedOnAFreshOne) {
+  ChatRig rig(Env{{"CHAT_PROXY_THREADS", "1"}});
+  ASSERT_EQ(rig.chat(chat_body(false)).status, 200);
+  ASSERT_EQ(rig.fake.connections_accepted(), 1u);
+  rig.fake.close_idle_connections();
+  for (bool stream : {false, true}) {
+    auto r = rig.chat(chat_body(stream));
+    EXPECT_EQ(r.status, 200) << r.body;
+  }
+  EXPECT_EQ(rig.fake.connections_accepted(), 2u);
+  EXPECT_EQ(rig.fake.requests().size(), 3u) << "each request reached the backend once";
+}

@@ -1,6 +1,8 @@
 // FakeOpenAI lifecycle and bookkeeping: the io thread, accepting, request recording,
 // client-disconnect detection and the chunk gate. The HTTP exchange is in
 // fake_openai_session.cpp, the bodies in fake_openai_bodies.cpp.
+#include <future>
+
 #include <boost/algorithm/string/predicate.hpp>
 
 #include "fakes/fake_openai_impl.hpp"
@@ -211,6 +213,21 @@ void FakeOpenAI::release_all() {
     impl->gate_open = true;
     impl->wake_all();
   });
+}
+
+}  // namespace imageworks::test
+
+namespace imageworks::test {
+
+void FakeOpenAI::close_idle_connections() {
+  Impl* impl = impl_.get();
+  std::promise<void> done;
+  asio::post(impl->ioc, [impl, &done] {
+    for (auto& [ptr, conn] : impl->conns)
+      if (!conn->responding) impl->close_conn(*conn);
+    done.set_value();
+  });
+  done.get_future().wait();
 }
 
 }  // namespace imageworks::test

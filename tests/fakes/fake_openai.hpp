@@ -89,6 +89,9 @@ class FakeOpenAI {
   // gate_chunks: let n more frames out (shared by all gated streams); release_all() opens
   // the gate for good.
   void release_chunk(int n = 1);
+  // Close every keep-alive connection that waits for its next request (as a backend
+  // restarting or timing out idle clients would); returns when they are closed.
+  void close_idle_connections();
   void release_all();
 
  private:
