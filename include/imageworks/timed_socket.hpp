@@ -47,7 +47,18 @@ class TimedSocket {
     return socket_.async_write_some(b, std::forward<Token>(token));
   }
 
-  // Called by the thread's sweep: close if the deadline passed.
+  // While set, every few sweeps a non-blocking peek checks whether the peer closed or reset
+  // the connection and, if so, calls fn(ctx) once. It costs nothing for requests shorter
+  // than a sweep, unlike an armed wait (an epoll_ctl per request).
+  void watch_peer(void (*fn)(void*), void* ctx) noexcept {
+    peer_gone_ = fn;
+    peer_ctx_ = ctx;
+    peer_ticks_ = 0;
+  }
+  void unwatch_peer() noexcept { peer_gone_ = nullptr; }
+  static constexpr unsigned kPeerCheckEvery = 4;  // sweeps: a departed peer is noticed within ~0.25 s
+
+  // Called by the thread's sweep: close if the deadline passed; check a watched peer.
   void sweep(clock::time_point now);
   struct Sweep;
   Sweep* owner_ = nullptr;       // the sweep of the thread that made this socket
@@ -59,6 +70,10 @@ class TimedSocket {
   socket_type socket_;
   clock::time_point deadline_ = clock::time_point::max();
   bool expired_ = false;
+  void (*peer_gone_)(void*) = nullptr;
+  void* peer_ctx_ = nullptr;
+  unsigned peer_ticks_ = 0;
+  void check_peer();
 };
 
 // Stops this thread's sweep and lets go of its sockets (they may be destroyed later on

@@ -2,6 +2,7 @@
 // prepare the upstream payload, reshape upstream errors. No JSON tree on the hot path:
 // the body is validated once and edited by splicing (json_splice.hpp).
 #include <cstdlib>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
@@ -77,7 +78,14 @@ BackendRoute backend_route(const ProxyConfig& cfg, const ModelEntry& e) {
                          " entry (no backend_config.base_url) and this proxy has no process manager "
                          "for it yet; give the entry a base_url");
   }
-  r.target = parse_base_url(base);
+  // Parsed once per URL and thread: the registry's URLs are few and this runs per request.
+  thread_local std::unordered_map<std::string, UpstreamTarget> parsed;
+  auto it = parsed.find(base);
+  if (it == parsed.end()) {
+    if (parsed.size() >= 1024) parsed.clear();
+    it = parsed.emplace(base, parse_base_url(base)).first;
+  }
+  r.target = it->second;
   r.api_key = e.backend_config.api_key;
   if (r.api_key.empty() && !e.backend_config.api_key_env.empty()) {
     // The variable is named by the registry, not by ProxyConfig, so it is read per request:

@@ -60,38 +60,23 @@ std::string upstream_request_head(const Exchange& ex, const ForwardRequest& fr, 
   return h;
 }
 
-// Watches the client socket while the upstream works: readable with nothing to read means
-// the client closed (or reset) the connection, so the upstream is closed at once and the
-// backend stops generating. Pipelined bytes from the client are no reason to cancel.
+// While the upstream works, the client socket is watched (TimedSocket::watch_peer): when
+// the client closed or reset the connection, the upstream is closed at once and the
+// backend stops generating. A client write failing during a stream ends the relay too.
 struct ClientWatch {
   UpstreamConnection* conn = nullptr;
-  bool active = true;
   bool client_gone = false;
+  static void on_gone(void* self) {
+    auto* w = static_cast<ClientWatch*>(self);
+    w->client_gone = true;
+    if (w->conn) w->conn->close();
+  }
 };
-
-void watch_client(Stream& client, const std::shared_ptr<ClientWatch>& w) {
-  auto* sock = &client.socket();  // a bare wait: no deadline applies to it
-  sock->async_wait(tcp::socket::wait_read, [w, sock](const beast::error_code& ec) {
-    if (ec || !w->active) return;
-    beast::error_code aec;
-    auto n = sock->available(aec);
-    if (aec || n == 0) {
-      w->client_gone = true;
-      if (w->conn) w->conn->close();
-    }
-  });
-}
 
 // Ends the watch when the relay ends, however it ends.
 struct WatchGuard {
-  std::shared_ptr<ClientWatch> w;
   Stream& client;
-  ~WatchGuard() {
-    w->active = false;
-    w->conn = nullptr;
-    beast::error_code ec;
-    client.socket().cancel(ec);
-  }
+  ~WatchGuard() { client.unwatch_peer(); }
 };
 
 bool stale_connection_error(const beast::error_code& ec) {
@@ -143,7 +128,7 @@ void restore_model_and_read_usage(std::string& body, const std::string& model_js
 asio::awaitable<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
                                           std::unique_ptr<UpstreamConnection>& conn,
                                           http::response_parser<http::empty_body>& head,
-                                          const std::shared_ptr<ClientWatch>& watch, const RelaySettings& s) {
+                                          ClientWatch* watch, const RelaySettings& s) {
   http::response_parser<http::string_body> p{std::move(head)};
   p.body_limit(kMaxWholeReplyBytes);
   beast::error_code ec;
@@ -158,6 +143,7 @@ asio::awaitable<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr
   }
   if (ec) throw transport_error(route, *conn, ec, true, s);
   auto res = p.release();
+  watch->conn = nullptr;
   if (res.keep_alive()) release_connection(std::move(conn));
   int status = static_cast<int>(res.result_int());
   if (status >= 400) {
@@ -177,7 +163,7 @@ asio::awaitable<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr
 asio::awaitable<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
                                            std::unique_ptr<UpstreamConnection>& conn,
                                            http::response_parser<http::empty_body>& head,
-                                           const std::shared_ptr<ClientWatch>& watch, const RelaySettings& s,
+                                           ClientWatch* watch, const RelaySettings& s,
                                            std::chrono::steady_clock::time_point started) {
   http::response_parser<http::buffer_body> p{std::move(head)};
   p.body_limit(std::numeric_limits<std::uint64_t>::max());  // not boost::none: Beast 1.74 rejects any Content-Length against an empty optional
@@ -229,6 +215,7 @@ asio::awaitable<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& f
     result.error_code = failure->code;
   } else {
     rw.finish(out);
+    watch->conn = nullptr;
     if (p.keep_alive()) release_connection(std::move(conn));
   }
   if (!ex.head_sent()) {
@@ -250,9 +237,10 @@ asio::awaitable<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, cons
   const auto deadline = started + s.backend_timeout;
   const std::string head_bytes = upstream_request_head(ex, fr, route);
   const std::array<asio::const_buffer, 2> request_bufs{asio::buffer(head_bytes), asio::buffer(fr.body)};
-  auto watch = std::make_shared<ClientWatch>();
-  watch_client(ex.stream(), watch);
-  WatchGuard guard{watch, ex.stream()};
+  ClientWatch watch_state;  // lives on this frame for the whole relay
+  ClientWatch* watch = &watch_state;
+  ex.stream().watch_peer(&ClientWatch::on_gone, watch);
+  WatchGuard guard{ex.stream()};
 
   for (int attempt = 0;; ++attempt) {
     auto conn = co_await acquire_connection(route.target, deadline);

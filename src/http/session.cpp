@@ -51,6 +51,8 @@ asio::awaitable<void> Server::run_session(TimedSocket::socket_type socket) {
     sessions_.insert(s);
   }
   auto& stream = s->stream;
+  beast::error_code rec;
+  const auto remote = stream.socket().remote_endpoint(rec);  // once per connection, not per request
   beast::flat_buffer buffer;
   buffer.reserve(16 * 1024);
   bool first = true;
@@ -98,8 +100,6 @@ asio::awaitable<void> Server::run_session(TimedSocket::socket_type socket) {
       stream.expires_never();  // the handler sets deadlines for its own writes
       Request req = parser.release();
       auto id = make_request_id(req["x-request-id"]);
-      beast::error_code rec;
-      auto remote = stream.socket().remote_endpoint(rec);
       Exchange ex(stream, req, remote, std::move(id), opts_.write_timeout, stopping());
       s->busy = true;
       std::optional<ProxyError> failure;  // co_await is not allowed inside a catch block

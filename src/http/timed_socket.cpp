@@ -1,6 +1,9 @@
 #include "imageworks/timed_socket.hpp"
 
+#include <cerrno>
 #include <memory>
+
+#include <sys/socket.h>
 
 namespace imageworks {
 
@@ -69,7 +72,19 @@ void TimedSocket::cancel() {
   socket_.cancel(ec);
 }
 
+void TimedSocket::check_peer() {
+  if (!socket_.is_open()) return;
+  char byte;
+  const auto n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  const bool gone = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+  if (!gone) return;  // nothing to read, or pipelined bytes of a next request: still there
+  auto fn = peer_gone_;
+  peer_gone_ = nullptr;
+  fn(peer_ctx_);
+}
+
 void TimedSocket::sweep(clock::time_point now) {
+  if (peer_gone_ && ++peer_ticks_ % kPeerCheckEvery == 0) check_peer();
   if (now < deadline_) return;
   deadline_ = clock::time_point::max();
   if (!socket_.is_open()) return;
