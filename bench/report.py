@@ -183,7 +183,8 @@ def main():
         f"Command: `{('bench/run.sh ' + env['ARGS_SEEN']).strip()}` — {env['REPEATS']} repeat(s) × {env['DURATION']} s per run, medians shown; "
         f"middle box: {env['BOX_THREADS']} nginx worker(s) / CHAT_PROXY_THREADS={env['BOX_THREADS']}; "
         f"pinned: {'middle box on CPU 1, load generator + upstream on CPU 0' if env['PIN'] == '1' else 'no'}; "
-        f"load average before {env['LOAD_BEFORE']}, after {env['LOAD_AFTER']}; measuring took {took} s.",
+        f"load average before {env['LOAD_BEFORE']}, after {env['LOAD_AFTER']}; measuring took {took} s."
+        + (f" Proxy binary: `{env['PROXY_BIN']}`." if env.get("BENCH_PROXY_BIN") else ""),
         "",
         *results_table(s),
         "",
@@ -191,7 +192,8 @@ def main():
         "",
         *quiet_note(s),
         "CPU time per request (µs, medians) of every process involved; \"other load\" is CPU used "
-        "by anything else on the machine during a run, in % of one core:",
+        "by anything else on the machine during a run, in % of one core. Each median is taken on "
+        "its own, so user + kernel need not add up to the total:",
         "",
         *cpu_table(s),
     ]

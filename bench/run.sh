@@ -5,9 +5,10 @@
 # target verdicts. Writes the table into docs/benchmarks.md (between its result markers).
 #
 #   bench/run.sh [--quick] [--repeats N] [--duration S] [--threads N] [--pin|--no-pin]
-#                [--no-build] [--no-doc] [--keep-tmp]
+#                [--only ns_closed,ns_rate,st_closed,st_rate] [--no-build] [--no-doc] [--keep-tmp]
 #
 # Needs: cmake, ninja, a C++20 compiler, nginx (nginx-light), python3. Runs as any user.
+# BENCH_BUILD_DIR picks the build directory, BENCH_PROXY_BIN another proxy binary (A/B runs).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,15 +27,17 @@ STREAM_CONNS=16
 RATE=2000           # fixed-rate non-stream run, req/s
 STREAM_RATE=200     # fixed-rate stream run (time to first event), streams/s ...
 EVENT_GAP_US=1000   # ... whose events the upstream paces this far apart, like a fast model
+ONLY=ns_closed,ns_rate,st_closed,st_rate
 ARGS_SEEN="$*"
 
-usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
   case $1 in
     --quick) REPEATS=1; DURATION=3 ;;
     --repeats) REPEATS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
     --threads) BOX_THREADS=$2; shift ;;
+    --only) ONLY=$2; shift ;;
     --pin) PIN=1 ;;
     --no-pin) PIN=0 ;;
     --no-build) BUILD_FIRST=0 ;;
@@ -57,7 +60,7 @@ if ((BUILD_FIRST)); then
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build "$BUILD" -j2 --target imageworks-chat-proxy bench_fake_upstream bench_loadgen >&2
 fi
-PROXY_BIN=$BUILD/imageworks-chat-proxy
+PROXY_BIN=${BENCH_PROXY_BIN:-$BUILD/imageworks-chat-proxy}  # another build, for an A/B comparison
 UPSTREAM_BIN=$BUILD/bench/bench_fake_upstream
 LOADGEN_BIN=$BUILD/bench/bench_loadgen
 NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
@@ -196,7 +199,10 @@ declare -A SCEN_ARGS=(
   [st_closed]="--stream --connections $STREAM_CONNS"
   [st_rate]="--stream --rate $STREAM_RATE --connections 64 --header x-bench-event-interval-us:$EVENT_GAP_US"
 )
-SCENARIOS=(ns_closed ns_rate st_closed st_rate)
+IFS=, read -r -a SCENARIOS <<<"$ONLY"
+for scen in "${SCENARIOS[@]}"; do
+  [[ -n ${SCEN_ARGS[$scen]:-} ]] || { echo "unknown scenario: $scen" >&2; exit 2; }
+done
 CLK_TCK_NOW=$(getconf CLK_TCK)
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
@@ -248,5 +254,5 @@ CLK_TCK=$CLK_TCK_NOW
 CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 KERNEL=$(uname -r)
 NGINX_VERSION=$("$NGINX_BIN" -v 2>&1 | sed 's|.*nginx/||')
-export CLK_TCK CPU_MODEL KERNEL NGINX_VERSION
+export CLK_TCK CPU_MODEL KERNEL NGINX_VERSION PROXY_BIN
 python3 "$ROOT/bench/report.py"
