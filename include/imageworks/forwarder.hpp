@@ -20,6 +20,8 @@ struct ForwardRequest {
   std::string requested_model;  // the client's model string, unescaped
   bool stream = false;
   bool usage_added = false;     // we asked for include_usage: strip the usage-only chunk
+  bool has_stream_options = false;
+  std::size_t model_offset = 0, model_length = 0;  // the "model" value's bytes in body
 };
 
 // Where and how to reach the model's backend.

@@ -63,7 +63,10 @@ ForwardRequest parse_forward_request(std::string_view route, std::string body) {
     expect_kind(tools, "tools", '[', "an array");
   }
   expect_kind(stream_options, "stream_options", '{', "an object");
-  fr.body = std::move(body);
+  fr.has_stream_options = stream_options.has_value();
+  fr.model_offset = static_cast<std::size_t>(model->data() - body.data());
+  fr.model_length = model->size();
+  fr.body = std::move(body);  // moving keeps the offsets valid: the bytes do not change
   return fr;
 }
 
@@ -96,14 +99,21 @@ BackendRoute backend_route(const ProxyConfig& cfg, const ModelEntry& e) {
 }
 
 void prepare_payload(ForwardRequest& fr, const ModelEntry& entry) {
-  replace_top_level_string(fr.body, "model", entry.upstream_model());
+  // Splice the served id over the model value found by the parse step: no second scan.
+  std::string served = "\"";
+  append_json_escaped(served, entry.upstream_model());
+  served += '"';
+  fr.body.replace(fr.model_offset, fr.model_length, served);
   if (!fr.stream) return;
   // §10: ask the stream for usage so it can be recorded; the extra chunk is stripped later.
-  auto opts = find_top_level_value(fr.body, "stream_options");
-  if (!opts) {
-    insert_top_level_member(fr.body, "stream_options", R"({"include_usage":true})");
+  if (!fr.has_stream_options) {
+    // The body is a valid object with at least "model": add the member before its last '}'.
+    fr.body.insert(fr.body.rfind('}'), R"(,"stream_options":{"include_usage":true})");
     fr.usage_added = true;
-  } else if (!top_level_is_true(*opts, "include_usage")) {
+    return;
+  }
+  auto opts = find_top_level_value(fr.body, "stream_options");
+  if (opts && !top_level_is_true(*opts, "include_usage")) {
     std::string merged(*opts);
     if (has_top_level_key(merged, "include_usage"))
       replace_top_level_value(merged, "include_usage", "true");
