@@ -35,7 +35,7 @@ int serve(const ProxyConfig& cfg) {
   App app(cfg);
   app.registry.start_watching();
   ChatForwarder forwarder(app);
-  app.forward = [&forwarder](Exchange& ex, const std::string& path) { return forwarder.handle(ex, path); };
+  app.forward = [&forwarder](Exchange& ex, std::string path) { return forwarder.handle(ex, std::move(path)); };
   Server server(server_options(cfg), [&app](Exchange& ex) { return routes::dispatch(app, ex); });
   unsigned short port = server.listen();
   spdlog::info("[server] listening on {}:{} with {} thread(s)", cfg.host, port,

@@ -42,7 +42,7 @@ struct App {
   RegistryService registry;
   const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   // Relay of POST /v1/<route> to the model's backend (the ChatForwarder); set by main.
-  std::function<asio::awaitable<void>(Exchange&, const std::string& path)> forward;
+  std::function<asio::awaitable<void>(Exchange&, std::string path)> forward;
 };
 
 ListingOptions listing_options(const ProxyConfig& cfg);

@@ -13,7 +13,7 @@ struct RelaySettings {
 asio::awaitable<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
                                     const RelaySettings& settings);
 
-// prompt_tokens / completion_tokens of a `usage` object, without a JSON tree.
+// prompt_tokens / completion_tokens of a `usage` object already validated by a scan.
 void read_usage(std::string_view usage_json, std::optional<std::int64_t>& prompt,
                 std::optional<std::int64_t>& completion);
 

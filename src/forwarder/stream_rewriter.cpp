@@ -52,20 +52,34 @@ void append_frame(std::string& out, std::string_view payload) {
 StreamRewriter::StreamRewriter(const std::string& requested_model, bool strip_usage_chunk)
     : model_json_("\"" + json_escape(requested_model) + "\""), strip_usage_(strip_usage_chunk) {}
 
+namespace {
+
+// `"key": <integer>` inside a usage object that the caller's scan already validated, so a
+// plain search suffices (a match right after a backslash is inside an escaped string).
+std::optional<std::int64_t> usage_count(std::string_view usage, std::string_view quoted_key) {
+  std::size_t pos = usage.find(quoted_key);
+  while (pos != std::string_view::npos && pos > 0 && usage[pos - 1] == '\\') pos = usage.find(quoted_key, pos + 1);
+  if (pos == std::string_view::npos) return std::nullopt;
+  std::size_t i = pos + quoted_key.size();
+  auto skip_ws = [&] {
+    while (i < usage.size() && (usage[i] == ' ' || usage[i] == '\t' || usage[i] == '\n' || usage[i] == '\r')) ++i;
+  };
+  skip_ws();
+  if (i >= usage.size() || usage[i] != ':') return std::nullopt;
+  ++i;
+  skip_ws();
+  std::int64_t n = 0;
+  auto [end, ec] = std::from_chars(usage.data() + i, usage.data() + usage.size(), n);
+  if (ec != std::errc() || end == usage.data() + i) return std::nullopt;
+  return n;
+}
+
+}  // namespace
+
 void read_usage(std::string_view usage_json, std::optional<std::int64_t>& prompt,
                 std::optional<std::int64_t>& completion) {
-  static constexpr std::string_view keys[] = {"prompt_tokens", "completion_tokens"};
-  std::optional<std::string_view> v[2];
-  if (!find_top_level_values(usage_json, keys, v)) return;
-  auto as_int = [](const std::optional<std::string_view>& raw) -> std::optional<std::int64_t> {
-    std::int64_t n = 0;
-    if (!raw) return std::nullopt;
-    auto [end, ec] = std::from_chars(raw->data(), raw->data() + raw->size(), n);
-    if (ec != std::errc() || end != raw->data() + raw->size()) return std::nullopt;
-    return n;
-  };
-  if (auto n = as_int(v[0])) prompt = n;
-  if (auto n = as_int(v[1])) completion = n;
+  if (auto n = usage_count(usage_json, "\"prompt_tokens\"")) prompt = n;
+  if (auto n = usage_count(usage_json, "\"completion_tokens\"")) completion = n;
 }
 
 void StreamRewriter::record_usage(std::string_view usage) { read_usage(usage, prompt_tokens, completion_tokens); }

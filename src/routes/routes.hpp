@@ -9,7 +9,7 @@ asio::awaitable<void> dispatch(App& app, Exchange& ex);
 
 asio::awaitable<void> health(App& app, Exchange& ex);
 asio::awaitable<void> list_models(App& app, Exchange& ex);
-asio::awaitable<void> get_model(App& app, Exchange& ex, std::string_view id);
+asio::awaitable<void> get_model(App& app, Exchange& ex, std::string id);
 asio::awaitable<void> debug_registry(App& app, Exchange& ex);
 asio::awaitable<void> reload_registry(App& app, Exchange& ex);
 

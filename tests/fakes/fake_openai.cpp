@@ -223,8 +223,9 @@ void FakeOpenAI::close_idle_connections() {
   Impl* impl = impl_.get();
   std::promise<void> done;
   asio::post(impl->ioc, [impl, &done] {
-    for (auto& [ptr, conn] : impl->conns)
-      if (!conn->responding) impl->close_conn(*conn);
+    // Every connection: the caller has no request in flight (a reply just written may still
+    // count as "responding" here, which is why idleness is not checked).
+    for (auto& [ptr, conn] : impl->conns) impl->close_conn(*conn);
     done.set_value();
   });
   done.get_future().wait();

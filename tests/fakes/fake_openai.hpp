@@ -89,8 +89,8 @@ class FakeOpenAI {
   // gate_chunks: let n more frames out (shared by all gated streams); release_all() opens
   // the gate for good.
   void release_chunk(int n = 1);
-  // Close every keep-alive connection that waits for its next request (as a backend
-  // restarting or timing out idle clients would); returns when they are closed.
+  // Close every connection (as a backend restarting or timing out idle keep-alive clients
+  // would); call it with no request in flight. Returns when they are closed.
   void close_idle_connections();
   void release_all();
 

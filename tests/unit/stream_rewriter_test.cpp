@@ -93,3 +93,14 @@ TEST(StreamRewriter, MultiLineJsonAndNonJsonKeepFraming) {
   rw.on_event("", " keep-alive", true, out);
   EXPECT_EQ(out, ": keep-alive\n\n");
 }
+
+TEST(StreamRewriter, ReadUsageFindsTheCountsOnly) {
+  std::optional<std::int64_t> p, c;
+  imageworks::read_usage(R"({"prompt_tokens_details":{"cached_tokens":9},"prompt_tokens" : 12,"completion_tokens":34})", p, c);
+  EXPECT_EQ(p, 12);
+  EXPECT_EQ(c, 34);
+  std::optional<std::int64_t> p2, c2;
+  imageworks::read_usage(R"({"note":"\"prompt_tokens\": 5","total_tokens":3})", p2, c2);
+  EXPECT_FALSE(p2.has_value()) << "a key inside an escaped string is no key";
+  EXPECT_FALSE(c2.has_value());
+}
