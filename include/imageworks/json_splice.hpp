@@ -50,6 +50,8 @@ bool insert_top_level_member(std::string& json, std::string_view key, std::strin
 // bytes (UTF-8 included) pass through.
 std::string json_escape(std::string_view s);
 void append_json_escaped(std::string& out, std::string_view s);
+// `s` as a JSON string literal, quotes included: the text to splice in as a value.
+std::string json_quote(std::string_view s);
 
 // The text a raw JSON string body stands for (\uXXXX and surrogate pairs → UTF-8); nullopt
 // for a bad escape or a lone surrogate.

@@ -112,4 +112,13 @@ std::optional<std::string> json_unescape(std::string_view raw) {
   return out;
 }
 
+std::string json_quote(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  out += '"';
+  append_json_escaped(out, s);
+  out += '"';
+  return out;
+}
+
 }  // namespace imageworks

@@ -100,10 +100,7 @@ BackendRoute backend_route(const ProxyConfig& cfg, const ModelEntry& e) {
 
 void prepare_payload(ForwardRequest& fr, const ModelEntry& entry) {
   // Splice the served id over the model value found by the parse step: no second scan.
-  std::string served = "\"";
-  append_json_escaped(served, entry.upstream_model());
-  served += '"';
-  fr.body.replace(fr.model_offset, fr.model_length, served);
+  fr.body.replace(fr.model_offset, fr.model_length, json_quote(entry.upstream_model()));
   if (!fr.stream) return;
   // §10: ask the stream for usage so it can be recorded; the extra chunk is stripped later.
   if (!fr.has_stream_options) {

@@ -152,7 +152,7 @@ asio::awaitable<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr
     throw err;
   }
   std::string body = std::move(res.body());
-  restore_model_and_read_usage(body, "\"" + json_escape(fr.requested_model) + "\"", out);
+  restore_model_and_read_usage(body, json_quote(fr.requested_model), out);
   auto ct = res[http::field::content_type];
   co_await ex.send(static_cast<http::status>(status), std::move(body), ct.empty() ? "application/json" : ct);
   out.status = status;

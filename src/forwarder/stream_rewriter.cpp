@@ -50,7 +50,7 @@ void append_frame(std::string& out, std::string_view payload) {
 }  // namespace
 
 StreamRewriter::StreamRewriter(const std::string& requested_model, bool strip_usage_chunk)
-    : model_json_("\"" + json_escape(requested_model) + "\""), strip_usage_(strip_usage_chunk) {}
+    : model_json_(json_quote(requested_model)), strip_usage_(strip_usage_chunk) {}
 
 namespace {
 
