@@ -60,7 +60,6 @@ asio::awaitable<std::unique_ptr<UpstreamConnection>> acquire_connection(
     const UpstreamTarget& t, std::chrono::steady_clock::time_point deadline);
 // Return a connection whose last response was read completely and allows keep-alive.
 void release_connection(std::unique_ptr<UpstreamConnection> c);
-std::size_t pooled_connection_count();  // on this thread (for tests)
 // Close this thread's idle connections; call before its io_context goes away.
 void clear_connection_pool();
 

@@ -112,10 +112,5 @@ void release_connection(std::unique_ptr<UpstreamConnection> c) {
 
 void clear_connection_pool() { thread_pool().clear(); }
 
-std::size_t pooled_connection_count() {
-  std::size_t n = 0;
-  for (auto& [k, v] : thread_pool()) n += v.size();
-  return n;
-}
 
 }  // namespace imageworks

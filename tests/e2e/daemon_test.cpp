@@ -1,5 +1,7 @@
 // End-to-end: the built daemon on an ephemeral loopback port, driven over HTTP.
 #include <csignal>
+#include <cstdio>
+#include <filesystem>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -349,4 +351,18 @@ TEST(E2eCli, ConfigPrintsJsonAndRejectsBadValues) {
   auto missing = run_proxy_command({"serve"}, {{"CHAT_PROXY_REGISTRY_DIR", "/nonexistent/dir"}});
   EXPECT_EQ(missing.exit_code, 2);
   EXPECT_NE(missing.err.find("CHAT_PROXY_REGISTRY_DIR"), std::string::npos) << missing.err;
+}
+
+TEST(E2eCli, ImageworksModelsSymlinkRunsTheModelsCommands) {
+  Registry reg;
+  auto link = reg.dir.path() / "imageworks-models";
+  std::filesystem::create_symlink(proxy_binary(), link);
+  std::string cmd = "CHAT_PROXY_REGISTRY_DIR='" + reg.dir.path().string() + "' '" + link.string() + "' list 2>/dev/null";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  char buf[1024];
+  while (auto n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  EXPECT_EQ(pclose(pipe), 0);
+  EXPECT_EQ(out, "Llama 12.2b (Q4 K M)\ngpt remote\n");
 }
