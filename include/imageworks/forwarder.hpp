@@ -4,6 +4,7 @@
 // for), relay the reply whole or as a stream with the model restored, errors reshaped.
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -26,7 +27,7 @@ struct ForwardRequest {
 
 // Where and how to reach the model's backend.
 struct BackendRoute {
-  UpstreamTarget target;
+  std::shared_ptr<const UpstreamTarget> target;  // shared with a per-thread cache of parsed URLs
   std::string api_key;  // "" = no Authorization header
   std::string backend;  // registry backend name, for logs
 };

@@ -2,6 +2,7 @@
 // The downstream side of one HTTP exchange: the parsed request and the means to answer it,
 // either whole (send) or as a chunked stream (start_stream / write_chunk / end_stream).
 // One Exchange per request; it lives on the session's coroutine frame.
+#include <array>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -9,18 +10,26 @@
 
 #include "imageworks/asio.hpp"
 #include "imageworks/errors.hpp"
+#include "imageworks/request.hpp"
 #include "imageworks/timed_socket.hpp"
 
 namespace imageworks {
 
 using Stream = TimedSocket;
-using Request = http::request<http::string_body>;
+
+// Buffers a session reuses for every request, so a warm connection allocates little.
+struct SessionBuffers {
+  std::string request_id;
+  std::string response_head;  // the response head and chunk framing
+  std::string upstream_head;  // the head of the request sent upstream
+};
 
 class Exchange {
  public:
-  Exchange(Stream& stream, Request& req, tcp::endpoint remote, std::string request_id,
+  Exchange(Stream& stream, Request& req, const tcp::endpoint& remote, SessionBuffers& buffers,
            std::chrono::milliseconds write_timeout, bool server_stopping)
-      : stream_(stream), req_(req), remote_(std::move(remote)), request_id_(std::move(request_id)),
+      : stream_(stream), req_(req), remote_(remote), request_id_(buffers.request_id),
+        scratch_(buffers.response_head), upstream_head_(buffers.upstream_head),
         write_timeout_(write_timeout), keep_alive_(req.keep_alive() && !server_stopping) {}
 
   Request& request() { return req_; }
@@ -29,6 +38,8 @@ class Exchange {
   const tcp::endpoint& remote() const { return remote_; }
   bool remote_is_loopback() const;
   Stream& stream() { return stream_; }
+  // Where the forwarder builds the upstream request head (kept until the exchange ends).
+  std::string& upstream_head_buffer() { return upstream_head_; }
   bool head_sent() const { return head_sent_; }
   bool keep_alive() const { return keep_alive_; }
   void set_close() { keep_alive_ = false; }
@@ -55,19 +66,24 @@ class Exchange {
   asio::awaitable<void> end_stream(std::string_view last_data = {});
 
  private:
+  template <std::size_t N>
+  bool write_now(const std::array<asio::const_buffer, N>& bufs, std::size_t& done);
+  template <std::size_t N>
+  asio::awaitable<void> write_rest(std::array<asio::const_buffer, N> bufs, std::size_t done);
   void append_head(http::status status, std::string_view content_type, bool chunked, std::size_t content_length);
 
   Stream& stream_;
   Request& req_;
-  tcp::endpoint remote_;
-  std::string request_id_;
+  const tcp::endpoint& remote_;
+  const std::string& request_id_;
+  std::string& scratch_;  // the response head and chunk framing
+  std::string& upstream_head_;
   std::chrono::milliseconds write_timeout_;
   bool keep_alive_;
   bool head_sent_ = false;
   int status_ = 0;
   std::uint64_t bytes_out_ = 0;
   std::vector<std::pair<std::string, std::string>> extra_headers_;
-  std::string scratch_;  // reused buffer for the response head and chunk framing
 };
 
 }  // namespace imageworks

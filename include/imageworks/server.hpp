@@ -81,5 +81,6 @@ class Server {
 
 // A request id: the client's x-request-id when sane, else a fresh one.
 std::string make_request_id(std::string_view client_supplied);
+void make_request_id(std::string_view client_supplied, std::string& out);  // reuses out's buffer
 
 }  // namespace imageworks

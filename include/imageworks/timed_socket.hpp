@@ -47,6 +47,18 @@ class TimedSocket {
     return socket_.async_write_some(b, std::forward<Token>(token));
   }
 
+  // Writes as much of `b` as the socket takes without waiting and returns the count (0 and
+  // would_block in `ec` when it takes nothing). A reply that fits the send buffer, the
+  // common case, then costs no asynchronous operation at all.
+  template <class ConstBuffers>
+  std::size_t write_now(const ConstBuffers& b, beast::error_code& ec) {
+    if (!socket_.non_blocking()) {
+      socket_.non_blocking(true, ec);  // once per socket; async operations work as before
+      if (ec) return 0;
+    }
+    return socket_.write_some(b, ec);
+  }
+
   // While set, every few sweeps a non-blocking peek checks whether the peer closed or reset
   // the connection and, if so, calls fn(ctx) once. It costs nothing for requests shorter
   // than a sweep, unlike an armed wait (an epoll_ctl per request).

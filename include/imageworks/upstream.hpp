@@ -2,7 +2,9 @@
 // Beast client side: where a backend lives (UpstreamTarget), keep-alive connections to it
 // pooled per event-loop thread (no locks), plain TCP or TLS (system CA store, SNI, host
 // name verification).
+#include <array>
 #include <chrono>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -52,6 +54,45 @@ class UpstreamConnection {
   UpstreamTcp tcp_;
   std::unique_ptr<UpstreamTls> tls_;
   std::string key_;
+};
+
+// The upstream's reply as Beast's parser reads it: the status, the few header fields the
+// relay uses, and body bytes appended to a string the caller picks (the whole reply, or what
+// one read of a stream brought). No allocation per field, unlike http::response_parser.
+class UpstreamResponseParser : public http::basic_parser<false> {
+ public:
+  UpstreamResponseParser();
+  int status() const { return status_; }
+  std::string_view content_type() const { return {content_type_.data(), content_type_size_}; }
+  const std::string& retry_after() const { return retry_after_; }
+  bool event_stream() const;
+  // Body bytes go to `*sink` from now on; more than `limit` bytes in all fail the read with
+  // http::error::body_limit.
+  void body_to(std::string* sink, std::uint64_t limit = std::numeric_limits<std::uint64_t>::max()) {
+    sink_ = sink;
+    limit_ = limit;
+  }
+
+ private:
+  void on_request_impl(http::verb, beast::string_view, beast::string_view, int, beast::error_code&) override {}
+  void on_response_impl(int code, beast::string_view, int, beast::error_code&) override { status_ = code; }
+  void on_field_impl(http::field name, beast::string_view, beast::string_view value, beast::error_code&) override;
+  void on_header_impl(beast::error_code&) override {}
+  void on_body_init_impl(const boost::optional<std::uint64_t>& content_length, beast::error_code& ec) override;
+  std::size_t on_body_impl(beast::string_view body, beast::error_code& ec) override;
+  void on_chunk_header_impl(std::uint64_t, beast::string_view, beast::error_code&) override {}
+  std::size_t on_chunk_body_impl(std::uint64_t, beast::string_view body, beast::error_code& ec) override {
+    return on_body_impl(body, ec);
+  }
+  void on_finish_impl(beast::error_code&) override {}
+
+  int status_ = 0;
+  std::array<char, 128> content_type_{};  // longer values are cut (then not JSON/SSE anyway)
+  std::size_t content_type_size_ = 0;
+  std::string retry_after_;
+  std::string* sink_ = nullptr;
+  std::uint64_t limit_ = std::numeric_limits<std::uint64_t>::max();
+  std::uint64_t received_ = 0;
 };
 
 // Connect (resolve, TCP, TLS handshake) or reuse a pooled connection on this thread.

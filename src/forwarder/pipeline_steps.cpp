@@ -73,8 +73,8 @@ ForwardRequest parse_forward_request(std::string_view route, std::string body) {
 BackendRoute backend_route(const ProxyConfig& cfg, const ModelEntry& e) {
   BackendRoute r;
   r.backend = e.backend;
-  std::string base = e.backend_config.base_url;
-  if (e.backend == "ollama" && base.empty()) base = cfg.ollama_base_url;
+  const std::string& base =
+      e.backend == "ollama" && e.backend_config.base_url.empty() ? cfg.ollama_base_url : e.backend_config.base_url;
   if (base.empty()) {
     throw ProxyError(503, "err_backend_unavailable",
                      "model '" + e.name + "' is a managed " + e.backend +
@@ -82,11 +82,11 @@ BackendRoute backend_route(const ProxyConfig& cfg, const ModelEntry& e) {
                          "for it yet; give the entry a base_url");
   }
   // Parsed once per URL and thread: the registry's URLs are few and this runs per request.
-  thread_local std::unordered_map<std::string, UpstreamTarget> parsed;
+  thread_local std::unordered_map<std::string, std::shared_ptr<const UpstreamTarget>> parsed;
   auto it = parsed.find(base);
   if (it == parsed.end()) {
-    if (parsed.size() >= 1024) parsed.clear();
-    it = parsed.emplace(base, parse_base_url(base)).first;
+    if (parsed.size() >= 1024) parsed.clear();  // requests in flight keep their target alive
+    it = parsed.emplace(base, std::make_shared<const UpstreamTarget>(parse_base_url(base))).first;
   }
   r.target = it->second;
   r.api_key = e.backend_config.api_key;

@@ -6,6 +6,7 @@
 #include <array>
 
 #include "forwarder/relay.hpp"
+#include "imageworks/http_read.hpp"
 #include "imageworks/json_splice.hpp"
 #include "imageworks/sse.hpp"
 
@@ -16,27 +17,33 @@ namespace {
 constexpr std::size_t kStreamReadBytes = 16 * 1024;
 constexpr std::uint64_t kMaxWholeReplyBytes = 256ull << 20;
 
-bool hop_by_hop_or_ours(std::string_view name) {
-  static constexpr std::string_view skip[] = {
-      "host", "connection", "keep-alive", "proxy-connection", "proxy-authorization", "te",
-      "trailer", "transfer-encoding", "upgrade", "content-length", "authorization", "accept-encoding",
-      "content-type", "accept", "expect", "x-request-id"};
-  for (auto s : skip)
-    if (beast::iequals(name, s)) return true;
-  return false;
+// Fields the upstream request must not inherit: hop-by-hop ones and those we set ourselves.
+bool hop_by_hop_or_ours(const Request::Field& f) {
+  switch (f.known) {
+    case http::field::host: case http::field::connection: case http::field::keep_alive:
+    case http::field::proxy_connection: case http::field::proxy_authorization: case http::field::te:
+    case http::field::trailer: case http::field::transfer_encoding: case http::field::upgrade:
+    case http::field::content_length: case http::field::authorization: case http::field::accept_encoding:
+    case http::field::content_type: case http::field::accept: case http::field::expect:
+      return true;
+    case http::field::unknown:
+      return f.name.size() == 12 && beast::iequals(f.name, "x-request-id");
+    default:
+      return false;
+  }
 }
 
 // The upstream request head, written by hand (the body goes out beside it, uncopied).
 // Unknown client headers (X-OpenWebUI-*, custom ones) pass through; hop-by-hop ones do not.
-std::string upstream_request_head(const Exchange& ex, const ForwardRequest& fr, const BackendRoute& route) {
-  std::string h;
-  h.reserve(512);
+void build_upstream_request_head(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route) {
+  std::string& h = ex.upstream_head_buffer();
+  h.clear();
   h += "POST ";
-  h += route.target.base_path;
+  h += route.target->base_path;
   h += '/';
   h += fr.route;
   h += " HTTP/1.1\r\nHost: ";
-  h += route.target.host_header;
+  h += route.target->host_header;
   h += "\r\nContent-Type: application/json\r\nAccept: ";
   h += fr.stream ? "text/event-stream" : "application/json";
   h += "\r\nx-request-id: ";
@@ -48,7 +55,7 @@ std::string upstream_request_head(const Exchange& ex, const ForwardRequest& fr, 
     h += "\r\n";
   }
   for (const auto& f : ex.request()) {
-    if (hop_by_hop_or_ours(f.name_string())) continue;
+    if (hop_by_hop_or_ours(f)) continue;
     h += f.name_string();
     h += ": ";
     h += f.value();
@@ -57,7 +64,6 @@ std::string upstream_request_head(const Exchange& ex, const ForwardRequest& fr, 
   h += "Content-Length: ";
   h += std::to_string(fr.body.size());
   h += "\r\n\r\n";
-  return h;
 }
 
 // While the upstream works, the client socket is watched (TimedSocket::watch_peer): when
@@ -89,26 +95,20 @@ ProxyError transport_error(const BackendRoute& route, UpstreamConnection& conn, 
   if (timed_out(conn.tcp(), ec)) {
     if (before_reply)
       return ProxyError(504, "err_backend_timeout",
-                        "backend " + route.target.pool_key + " sent no reply within " +
+                        "backend " + route.target->pool_key + " sent no reply within " +
                             std::to_string(s.backend_timeout.count()) + " ms");
     return ProxyError(504, "err_backend_timeout",
-                      "backend " + route.target.pool_key + " sent nothing for " +
+                      "backend " + route.target->pool_key + " sent nothing for " +
                           std::to_string(s.idle_timeout.count()) + " ms");
   }
   return ProxyError(502, "err_backend_unavailable",
-                    "backend " + route.target.pool_key + " failed: " + ec.message());
+                    "backend " + route.target->pool_key + " failed: " + ec.message());
 }
 
-template <class Parser>
-asio::awaitable<void> read_some(UpstreamConnection& c, Parser& p, beast::error_code& ec) {
-  co_await c.with_stream([&](auto& s) {
-    return http::async_read_some(s, c.buffer, p, asio::redirect_error(asio::use_awaitable, ec));
-  });
-}
-
-bool is_event_stream(const http::response_header<>& h) {
-  auto ct = h[http::field::content_type];
-  return ct.size() >= 17 && beast::iequals(ct.substr(0, 17), "text/event-stream");
+// Not a coroutine: the awaitable it returns refers only to what the caller keeps alive.
+asio::awaitable<void> read_upstream(UpstreamConnection& c, UpstreamResponseParser& p, ReadUntil until,
+                                    beast::error_code& ec) {
+  return c.with_stream([&](auto& s) { return read_http(s, c.buffer, p, until, ec); });
 }
 
 // Restore the model in a whole reply and pick up its usage, in one scan of the body.
@@ -126,15 +126,13 @@ void restore_model_and_read_usage(std::string& body, const std::string& model_js
 // The whole (non-stream or error) reply: read it under the request deadline, restore the
 // model, send it; upstream errors keep their status in our error shape.
 asio::awaitable<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
-                                          std::unique_ptr<UpstreamConnection>& conn,
-                                          http::response_parser<http::empty_body>& head,
+                                          std::unique_ptr<UpstreamConnection>& conn, UpstreamResponseParser& p,
                                           ClientWatch* watch, const RelaySettings& s) {
-  http::response_parser<http::string_body> p{std::move(head)};
-  p.body_limit(kMaxWholeReplyBytes);
+  std::string body;
+  p.body_to(&body, kMaxWholeReplyBytes);
   beast::error_code ec;
-  co_await conn->with_stream([&](auto& st) {
-    return http::async_read(st, conn->buffer, p, asio::redirect_error(asio::use_awaitable, ec));
-  });
+  if (!parse_buffered(conn->buffer, p, ReadUntil::message, ec))  // usually it came with the head
+    co_await read_upstream(*conn, p, ReadUntil::message, ec);
   RelayOutcome out;
   if (watch->client_gone) {
     out.client_gone = true;
@@ -142,18 +140,16 @@ asio::awaitable<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr
     co_return out;
   }
   if (ec) throw transport_error(route, *conn, ec, true, s);
-  auto res = p.release();
   watch->conn = nullptr;
-  if (res.keep_alive()) release_connection(std::move(conn));
-  int status = static_cast<int>(res.result_int());
+  if (p.keep_alive()) release_connection(std::move(conn));
+  const int status = p.status();
   if (status >= 400) {
-    auto err = upstream_error(status, res.body());
-    if (auto ra = res[http::field::retry_after]; !ra.empty()) ex.add_header("Retry-After", std::string(ra));
+    auto err = upstream_error(status, body);
+    if (!p.retry_after().empty()) ex.add_header("Retry-After", p.retry_after());
     throw err;
   }
-  std::string body = std::move(res.body());
   restore_model_and_read_usage(body, json_quote(fr.requested_model), out);
-  auto ct = res[http::field::content_type];
+  auto ct = p.content_type();
   co_await ex.send(static_cast<http::status>(status), std::move(body), ct.empty() ? "application/json" : ct);
   out.status = status;
   co_return out;
@@ -162,12 +158,12 @@ asio::awaitable<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr
 // The SSE stream: each upstream read becomes one client write of the rewritten events.
 asio::awaitable<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
                                            std::unique_ptr<UpstreamConnection>& conn,
-                                           http::response_parser<http::empty_body>& head,
-                                           ClientWatch* watch, const RelaySettings& s,
+                                           UpstreamResponseParser& p, ClientWatch* watch,
+                                           const RelaySettings& s,
                                            std::chrono::steady_clock::time_point started) {
-  http::response_parser<http::buffer_body> p{std::move(head)};
-  p.body_limit(std::numeric_limits<std::uint64_t>::max());  // not boost::none: Beast 1.74 rejects any Content-Length against an empty optional
-  auto buf = std::make_unique<char[]>(kStreamReadBytes);
+  std::string got;  // the body bytes of one upstream read
+  got.reserve(kStreamReadBytes);
+  p.body_to(&got);
   SseParser sse;
   StreamRewriter rw(fr.requested_model, fr.usage_added);
   std::string out;
@@ -178,19 +174,20 @@ asio::awaitable<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& f
   auto on_event = [&](const SseEvent& ev) { rw.on_event(ev.event, ev.data, ev.comment, out); };
 
   while (!p.is_done()) {
-    p.get().body().data = buf.get();
-    p.get().body().size = kStreamReadBytes;
     conn->tcp().expires_after(s.idle_timeout);
     beast::error_code ec;
-    co_await read_some(*conn, p, ec);
-    if (ec == http::error::need_buffer) ec = {};
+    // All complete chunks at hand make one client write.
+    if (!parse_buffered(conn->buffer, p, ReadUntil::progress, ec))
+      co_await read_upstream(*conn, p, ReadUntil::progress, ec);
     if (watch->client_gone) break;
-    std::size_t n = kStreamReadBytes - p.get().body().size;
-    if (n) sse.feed(std::string_view(buf.get(), n), on_event);
+    if (!got.empty()) {
+      sse.feed(got, on_event);
+      got.clear();
+    }
     if (ec) {
       failure = transport_error(route, *conn, ec, false, s);
       if (ec == http::error::partial_message || ec == http::error::end_of_stream || ec == asio::error::eof)
-        failure = ProxyError(502, "err_backend_unavailable", "backend " + route.target.pool_key +
+        failure = ProxyError(502, "err_backend_unavailable", "backend " + route.target->pool_key +
                                                                  " closed the stream before it ended");
       break;
     }
@@ -235,27 +232,35 @@ asio::awaitable<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, cons
                                     const RelaySettings& s) {
   const auto started = std::chrono::steady_clock::now();
   const auto deadline = started + s.backend_timeout;
-  const std::string head_bytes = upstream_request_head(ex, fr, route);
-  const std::array<asio::const_buffer, 2> request_bufs{asio::buffer(head_bytes), asio::buffer(fr.body)};
+  build_upstream_request_head(ex, fr, route);
+  const std::array<asio::const_buffer, 2> request_bufs{asio::buffer(ex.upstream_head_buffer()),
+                                                       asio::buffer(fr.body)};
   ClientWatch watch_state;  // lives on this frame for the whole relay
   ClientWatch* watch = &watch_state;
   ex.stream().watch_peer(&ClientWatch::on_gone, watch);
   WatchGuard guard{ex.stream()};
 
   for (int attempt = 0;; ++attempt) {
-    auto conn = co_await acquire_connection(route.target, deadline);
+    auto conn = co_await acquire_connection(*route.target, deadline);
     watch->conn = conn.get();
     conn->tcp().expires_at(deadline);
     beast::error_code ec;
-    co_await conn->with_stream([&](auto& st) {
-      return asio::async_write(st, request_bufs, asio::redirect_error(asio::use_awaitable, ec));
-    });
-    http::response_parser<http::empty_body> head;
-    head.body_limit(std::numeric_limits<std::uint64_t>::max());  // not boost::none: Beast 1.74 rejects any Content-Length against an empty optional
-    if (!ec) {
+    // Plain TCP: the request usually fits the send buffer and goes without waiting.
+    std::size_t sent = 0;
+    if (!conn->is_tls()) {
+      sent = conn->tcp().write_now(request_bufs, ec);
+      if (ec == asio::error::would_block) ec = {};
+    }
+    if (!ec && sent < asio::buffer_size(request_bufs)) {
+      beast::buffers_suffix<std::array<asio::const_buffer, 2>> rest(request_bufs);
+      rest.consume(sent);
       co_await conn->with_stream([&](auto& st) {
-        return http::async_read_header(st, conn->buffer, head, asio::redirect_error(asio::use_awaitable, ec));
+        return asio::async_write(st, rest, asio::redirect_error(asio::use_awaitable, ec));
       });
+    }
+    UpstreamResponseParser head;
+    if (!ec) {
+      co_await read_upstream(*conn, head, ReadUntil::header, ec);
     }
     if (watch->client_gone) {
       ex.set_close();
@@ -269,7 +274,7 @@ asio::awaitable<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, cons
       if (conn->reused && attempt == 0 && stale_connection_error(ec)) continue;
       throw transport_error(route, *conn, ec, true, s);
     }
-    bool streaming = fr.stream && head.get().result() == http::status::ok && is_event_stream(head.get());
+    bool streaming = fr.stream && head.status() == 200 && head.event_stream();
     // Not a ?: of two co_awaits: GCC 12 miscompiles that (the result's destructor frees garbage).
     if (streaming) co_return co_await relay_stream(ex, fr, route, conn, head, watch, s, started);
     co_return co_await relay_whole(ex, fr, route, conn, head, watch, s);

@@ -1,5 +1,6 @@
 #include "imageworks/http.hpp"
 
+#include <algorithm>
 #include <array>
 
 namespace imageworks {
@@ -42,12 +43,45 @@ void Exchange::append_head(http::status status, std::string_view content_type, b
   status_ = static_cast<int>(status);
 }
 
+namespace {
+
+// The part of `bufs` past the first `done` bytes.
+template <std::size_t N>
+std::array<asio::const_buffer, N> skip_bytes(std::array<asio::const_buffer, N> bufs, std::size_t done) {
+  for (auto& b : bufs) {
+    const std::size_t k = std::min(done, b.size());
+    b += k;
+    done -= k;
+  }
+  return bufs;
+}
+
+}  // namespace
+
+// Writing to the client: what the socket takes at once goes without an asynchronous
+// operation (or coroutine frame); only a rest waits, under the write deadline. Failures
+// throw, like async_write.
+template <std::size_t N>
+bool Exchange::write_now(const std::array<asio::const_buffer, N>& bufs, std::size_t& done) {
+  const std::size_t total = asio::buffer_size(bufs);
+  bytes_out_ += total;
+  beast::error_code ec;
+  done = stream_.write_now(bufs, ec);
+  if (ec && ec != asio::error::would_block) throw beast::system_error(ec);
+  return done == total;
+}
+
+template <std::size_t N>
+asio::awaitable<void> Exchange::write_rest(std::array<asio::const_buffer, N> bufs, std::size_t done) {
+  stream_.expires_after(write_timeout_);
+  co_await asio::async_write(stream_, skip_bytes(bufs, done), asio::use_awaitable);
+  stream_.expires_never();
+}
+
 asio::awaitable<void> Exchange::send(http::status status, std::string body, std::string_view content_type) {
   append_head(status, content_type, false, body.size());
-  std::array<asio::const_buffer, 2> bufs{asio::buffer(scratch_), asio::buffer(body)};
-  stream_.expires_after(write_timeout_);
-  bytes_out_ += co_await asio::async_write(stream_, bufs, asio::use_awaitable);
-  stream_.expires_never();
+  const std::array<asio::const_buffer, 2> bufs{asio::buffer(scratch_), asio::buffer(body)};
+  if (std::size_t done; !write_now(bufs, done)) co_await write_rest(bufs, done);
 }
 
 asio::awaitable<void> Exchange::send_error(const ProxyError& e) {
@@ -68,27 +102,24 @@ asio::awaitable<void> Exchange::start_stream(http::status status, std::string_vi
                                              std::string_view first_chunk) {
   append_head(status, content_type, true, 0);
   append_chunk(scratch_, first_chunk);  // head and first chunk in one write
-  stream_.expires_after(write_timeout_);
-  bytes_out_ += co_await asio::async_write(stream_, asio::buffer(scratch_), asio::use_awaitable);
-  stream_.expires_never();
+  const std::array<asio::const_buffer, 1> bufs{asio::buffer(scratch_)};
+  if (std::size_t done; !write_now(bufs, done)) co_await write_rest(bufs, done);
 }
 
 asio::awaitable<void> Exchange::write_chunk(std::string_view data) {
   if (data.empty()) co_return;
   scratch_.clear();
   append_chunk(scratch_, data);
-  stream_.expires_after(write_timeout_);
-  bytes_out_ += co_await asio::async_write(stream_, asio::buffer(scratch_), asio::use_awaitable);
-  stream_.expires_never();
+  const std::array<asio::const_buffer, 1> bufs{asio::buffer(scratch_)};
+  if (std::size_t done; !write_now(bufs, done)) co_await write_rest(bufs, done);
 }
 
 asio::awaitable<void> Exchange::end_stream(std::string_view last_data) {
   scratch_.clear();
   append_chunk(scratch_, last_data);
   scratch_.append("0\r\n\r\n");
-  stream_.expires_after(write_timeout_);
-  bytes_out_ += co_await asio::async_write(stream_, asio::buffer(scratch_), asio::use_awaitable);
-  stream_.expires_never();
+  const std::array<asio::const_buffer, 1> bufs{asio::buffer(scratch_)};
+  if (std::size_t done; !write_now(bufs, done)) co_await write_rest(bufs, done);
 }
 
 }  // namespace imageworks

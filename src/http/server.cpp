@@ -18,16 +18,24 @@ bool sane_request_id(std::string_view id) {
 
 }  // namespace
 
-std::string make_request_id(std::string_view client_supplied) {
-  if (sane_request_id(client_supplied)) return std::string(client_supplied);
+void make_request_id(std::string_view client_supplied, std::string& out) {
+  if (sane_request_id(client_supplied)) {
+    out.assign(client_supplied);
+    return;
+  }
   // A random per-thread base stepped by an odd constant: unique, unguessable enough for
   // correlation, and no RNG call or printf per request.
   thread_local std::uint64_t state = std::random_device{}() * 0x9E3779B97F4A7C15ull ^ std::random_device{}();
   state += 0x9E3779B97F4A7C15ull;
   static constexpr char hex[] = "0123456789abcdef";
-  std::string id = "req-0000000000000000";
+  out.assign("req-0000000000000000");
   std::uint64_t v = state;
-  for (int i = 19; i >= 4; --i, v >>= 4) id[static_cast<std::size_t>(i)] = hex[v & 15];
+  for (int i = 19; i >= 4; --i, v >>= 4) out[static_cast<std::size_t>(i)] = hex[v & 15];
+}
+
+std::string make_request_id(std::string_view client_supplied) {
+  std::string id;
+  make_request_id(client_supplied, id);
   return id;
 }
 

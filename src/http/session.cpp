@@ -2,6 +2,7 @@
 // to the router, repeat. Requests we cannot read get a JSON error and the connection closes.
 #include <spdlog/spdlog.h>
 
+#include "imageworks/http_read.hpp"
 #include "imageworks/server.hpp"
 
 namespace imageworks {
@@ -9,7 +10,7 @@ namespace imageworks {
 namespace {
 
 asio::awaitable<void> reply_and_close(Stream& stream, int status, std::string_view code,
-                                      std::string_view message, std::chrono::milliseconds timeout) {
+                                      std::string message, std::chrono::milliseconds timeout) {
   http::response<http::string_body> res{static_cast<http::status>(status), 11};
   res.set(http::field::server, "imageworks-chat-proxy");
   res.set(http::field::content_type, "application/json");
@@ -55,41 +56,46 @@ asio::awaitable<void> Server::run_session(TimedSocket::socket_type socket) {
   const auto remote = stream.socket().remote_endpoint(rec);  // once per connection, not per request
   beast::flat_buffer buffer;
   buffer.reserve(16 * 1024);
+  Request req;            // reused for every request on the connection, like the two strings
+  SessionBuffers buffers;
+  buffers.response_head.reserve(1024);
+  buffers.upstream_head.reserve(1024);
   bool first = true;
   try {
     while (!stopping()) {
-      http::request_parser<http::string_body> parser;
+      RequestParser parser(req, opts_.max_header_fields);
       parser.header_limit(static_cast<std::uint32_t>(opts_.max_header_bytes));
       parser.body_limit(opts_.max_body_bytes);
-      parser.eager(true);
       // One deadline covers the idle wait and the whole request: a client that sends half
       // a request and stalls is cut off when it passes.
       stream.expires_after(first ? opts_.request_timeout : opts_.keepalive_timeout);
       first = false;
       beast::error_code ec;
-      co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      if (!parse_buffered(buffer, parser, ReadUntil::header, ec))  // a pipelined request may be here
+        co_await read_http(stream, buffer, parser, ReadUntil::header, ec);
+      if (ec && parser.too_many_fields()) {
+        co_await reply_and_close(stream, 431, "err_headers_too_large",
+                                 "request has more than " + std::to_string(opts_.max_header_fields) +
+                                     " header fields",
+                                 opts_.write_timeout);
+        break;
+      }
       if (!ec) {
-        const auto& head = parser.get();
-        std::size_t fields = std::distance(head.begin(), head.end());
-        if (fields > opts_.max_header_fields) {
-          co_await reply_and_close(stream, 431, "err_headers_too_large",
-                                   "request has more than 100 header fields", opts_.write_timeout);
-          break;
-        }
         auto len = parser.content_length();
         if (len && *len > opts_.max_body_bytes) {
           co_await reply_and_close(stream, 413, "err_payload_too_large",
                                    "request body exceeds CHAT_PROXY_MAX_BODY_BYTES", opts_.write_timeout);
           break;
         }
-        if (!parser.is_done() && beast::iequals(head[http::field::expect], "100-continue")) {
+        if (!parser.is_done() && beast::iequals(req[http::field::expect], "100-continue")) {
           // curl sends this for bodies over 1 KiB and would otherwise wait a second.
           static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
           co_await asio::async_write(stream, asio::buffer(kContinue), asio::redirect_error(asio::use_awaitable, ec));
         }
         if (!ec && !parser.is_done()) {
           stream.expires_after(opts_.request_timeout);
-          co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+          if (!parse_buffered(buffer, parser, ReadUntil::message, ec))  // the body came with the header?
+            co_await read_http(stream, buffer, parser, ReadUntil::message, ec);
         }
       }
       if (ec) {
@@ -98,9 +104,8 @@ asio::awaitable<void> Server::run_session(TimedSocket::socket_type socket) {
         break;
       }
       stream.expires_never();  // the handler sets deadlines for its own writes
-      Request req = parser.release();
-      auto id = make_request_id(req["x-request-id"]);
-      Exchange ex(stream, req, remote, std::move(id), opts_.write_timeout, stopping());
+      make_request_id(req["x-request-id"], buffers.request_id);
+      Exchange ex(stream, req, remote, buffers, opts_.write_timeout, stopping());
       s->busy = true;
       std::optional<ProxyError> failure;  // co_await is not allowed inside a catch block
       try {

@@ -1,0 +1,48 @@
+#include "imageworks/upstream.hpp"
+
+#include <algorithm>
+
+namespace imageworks {
+
+UpstreamResponseParser::UpstreamResponseParser() {
+  // Not boost::none: Beast 1.74 rejects any Content-Length against an empty optional.
+  // Whole replies get their limit from body_to().
+  body_limit(std::numeric_limits<std::uint64_t>::max());
+}
+
+bool UpstreamResponseParser::event_stream() const {
+  auto ct = content_type();
+  return ct.size() >= 17 && beast::iequals(ct.substr(0, 17), "text/event-stream");
+}
+
+void UpstreamResponseParser::on_field_impl(http::field name, beast::string_view, beast::string_view value,
+                                           beast::error_code&) {
+  if (name == http::field::content_type) {
+    content_type_size_ = std::min(value.size(), content_type_.size());
+    std::copy_n(value.data(), content_type_size_, content_type_.data());
+  } else if (name == http::field::retry_after) {
+    retry_after_.assign(value.data(), value.size());
+  }
+}
+
+void UpstreamResponseParser::on_body_init_impl(const boost::optional<std::uint64_t>& content_length,
+                                               beast::error_code& ec) {
+  if (!content_length || !sink_) return;
+  if (*content_length > limit_) {
+    ec = http::error::body_limit;
+    return;
+  }
+  sink_->reserve(sink_->size() + static_cast<std::size_t>(*content_length));
+}
+
+std::size_t UpstreamResponseParser::on_body_impl(beast::string_view body, beast::error_code& ec) {
+  received_ += body.size();
+  if (received_ > limit_) {
+    ec = http::error::body_limit;
+    return 0;
+  }
+  if (sink_) sink_->append(body.data(), body.size());
+  return body.size();
+}
+
+}  // namespace imageworks
