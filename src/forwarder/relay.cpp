@@ -260,6 +260,9 @@ asio::awaitable<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, cons
     }
     UpstreamResponseParser head;
     if (!ec) {
+      // The backend cannot have answered yet: serve others first instead of a recv() that
+      // would find nothing (Asio reads speculatively).
+      co_await asio::post(conn->tcp().get_executor(), asio::use_awaitable);
       co_await read_upstream(*conn, head, ReadUntil::header, ec);
     }
     if (watch->client_gone) {

@@ -69,10 +69,15 @@ asio::awaitable<void> Server::run_session(TimedSocket::socket_type socket) {
       // One deadline covers the idle wait and the whole request: a client that sends half
       // a request and stalls is cut off when it passes.
       stream.expires_after(first ? opts_.request_timeout : opts_.keepalive_timeout);
+      const bool first_request = first;
       first = false;
       beast::error_code ec;
-      if (!parse_buffered(buffer, parser, ReadUntil::header, ec))  // a pipelined request may be here
+      if (!parse_buffered(buffer, parser, ReadUntil::header, ec)) {  // a pipelined request may be here
+        // The reply just went out and the client cannot have answered yet: reading now
+        // would cost a recv() that finds nothing. Let the loop serve others first.
+        if (!first_request) co_await asio::post(stream.get_executor(), asio::use_awaitable);
         co_await read_http(stream, buffer, parser, ReadUntil::header, ec);
+      }
       if (ec && parser.too_many_fields()) {
         co_await reply_and_close(stream, 431, "err_headers_too_large",
                                  "request has more than " + std::to_string(opts_.max_header_fields) +
