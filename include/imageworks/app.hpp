@@ -23,10 +23,10 @@ class RegistryService {
   void start_watching();
   void stop();
   // Reload now on the service thread; completes on the caller's executor.
-  asio::awaitable<std::shared_ptr<const RegistrySnapshot>> reload();
+  Task<std::shared_ptr<const RegistrySnapshot>> reload();
 
  private:
-  asio::awaitable<void> watch_loop();
+  Task<void> watch_loop();
   std::shared_ptr<const RegistrySnapshot> load_and_publish(const char* why);
 
   std::chrono::milliseconds poll_;
@@ -42,7 +42,7 @@ struct App {
   RegistryService registry;
   const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   // Relay of POST /v1/<route> to the model's backend (the ChatForwarder); set by main.
-  std::function<asio::awaitable<void>(Exchange&, std::string path)> forward;
+  std::function<Task<void>(Exchange&, std::string path)> forward;
 };
 
 ListingOptions listing_options(const ProxyConfig& cfg);

@@ -52,7 +52,7 @@ class ChatForwarder {
  public:
   explicit ChatForwarder(App& app) : app_(app) {}
   // path is canonical ("/v1/chat/completions").
-  asio::awaitable<void> handle(Exchange& ex, std::string path);  // by value: it lives in the frame
+  Task<void> handle(Exchange& ex, std::string path);  // by value: it lives in the frame
 
  private:
   App& app_;

@@ -51,25 +51,25 @@ class Exchange {
     extra_headers_.emplace_back(std::move(name), std::move(value));
   }
 
-  asio::awaitable<void> send(http::status status, std::string body,
+  Task<void> send(http::status status, std::string body,
                              std::string_view content_type = "application/json");
-  asio::awaitable<void> send_json(http::status status, std::string body) {
+  Task<void> send_json(http::status status, std::string body) {
     return send(status, std::move(body), "application/json");
   }
-  asio::awaitable<void> send_error(const ProxyError& e);
+  Task<void> send_error(const ProxyError& e);
 
   // Chunked streaming response. `first_chunk` (may be empty) goes out in the same write
   // as the head, saving a syscall on the hot path.
-  asio::awaitable<void> start_stream(http::status status, std::string_view content_type,
+  Task<void> start_stream(http::status status, std::string_view content_type,
                                      std::string_view first_chunk = {});
-  asio::awaitable<void> write_chunk(std::string_view data);
-  asio::awaitable<void> end_stream(std::string_view last_data = {});
+  Task<void> write_chunk(std::string_view data);
+  Task<void> end_stream(std::string_view last_data = {});
 
  private:
   template <std::size_t N>
   bool write_now(const std::array<asio::const_buffer, N>& bufs, std::size_t& done);
   template <std::size_t N>
-  asio::awaitable<void> write_rest(std::array<asio::const_buffer, N> bufs, std::size_t done);
+  Task<void> write_rest(std::array<asio::const_buffer, N> bufs, std::size_t done);
   void append_head(http::status status, std::string_view content_type, bool chunked, std::size_t content_length);
 
   Stream& stream_;

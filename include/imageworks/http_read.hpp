@@ -41,7 +41,7 @@ bool parse_buffered(beast::flat_buffer& buffer, http::basic_parser<isRequest>& p
 // before sending anything, partial_message when it closed mid-message, the parser's own
 // errors (header_limit, body_limit, bad_*), and the stream's.
 template <class AsyncReadStream, bool isRequest>
-asio::awaitable<void> read_http(AsyncReadStream& stream, beast::flat_buffer& buffer,
+Task<void> read_http(AsyncReadStream& stream, beast::flat_buffer& buffer,
                                 http::basic_parser<isRequest>& parser, ReadUntil until,
                                 beast::error_code& ec) {
   constexpr std::size_t kMinRead = 4096, kMaxRead = 65536;
@@ -53,7 +53,7 @@ asio::awaitable<void> read_http(AsyncReadStream& stream, beast::flat_buffer& buf
     const std::size_t room = std::min(buffer.max_size() - buffer.size(),
                                       std::clamp(buffer.capacity() - buffer.size(), kMinRead, kMaxRead));
     const std::size_t n =
-        co_await stream.async_read_some(buffer.prepare(room), asio::redirect_error(asio::use_awaitable, ec));
+        co_await stream.async_read_some(buffer.prepare(room), asio::redirect_error(use_task, ec));
     buffer.commit(n);
     if (ec == asio::error::eof) {
       if (!parser.got_some()) {

@@ -33,7 +33,7 @@ struct ServerOptions {
   std::function<void()> on_thread_exit;
 };
 
-using Handler = std::function<asio::awaitable<void>(Exchange&)>;
+using Handler = std::function<Task<void>(Exchange&)>;
 
 class Server {
  public:
@@ -60,9 +60,9 @@ class Server {
     Stream stream;
     bool busy = false;  // a request is being handled (touched only on the session's context)
   };
-  asio::awaitable<void> accept_loop();
-  asio::awaitable<void> run_session(TimedSocket::socket_type socket);
-  asio::awaitable<void> drain();
+  Task<void> accept_loop();
+  Task<void> run_session(TimedSocket::socket_type socket);
+  Task<void> drain();
   void begin_stop();
   void thread_exit();
 

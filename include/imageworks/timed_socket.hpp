@@ -10,8 +10,6 @@
 
 namespace imageworks {
 
-using Executor = asio::io_context::executor_type;
-
 class TimedSocket {
  public:
   using executor_type = Executor;

@@ -97,7 +97,7 @@ class UpstreamResponseParser : public http::basic_parser<false> {
 
 // Connect (resolve, TCP, TLS handshake) or reuse a pooled connection on this thread.
 // Errors: ProxyError 502 err_backend_unavailable, 504 err_backend_timeout.
-asio::awaitable<std::unique_ptr<UpstreamConnection>> acquire_connection(
+Task<std::unique_ptr<UpstreamConnection>> acquire_connection(
     const UpstreamTarget& t, std::chrono::steady_clock::time_point deadline);
 // Return a connection whose last response was read completely and allows keep-alive.
 void release_connection(std::unique_ptr<UpstreamConnection> c);

@@ -41,22 +41,22 @@ void RegistryService::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-asio::awaitable<void> RegistryService::watch_loop() {
+Task<void> RegistryService::watch_loop() {
   asio::steady_timer timer(ioc_);
   for (;;) {
     timer.expires_after(poll_);
-    co_await timer.async_wait(asio::use_awaitable);
+    co_await timer.async_wait(use_task);
     if (loader_.changed()) load_and_publish("reload (file changed)");
   }
 }
 
-asio::awaitable<std::shared_ptr<const RegistrySnapshot>> RegistryService::reload() {
+Task<std::shared_ptr<const RegistrySnapshot>> RegistryService::reload() {
   if (!thread_.joinable()) co_return load_and_publish("reload (requested)");
   co_return co_await asio::co_spawn(
-      ioc_, [this]() -> asio::awaitable<std::shared_ptr<const RegistrySnapshot>> {
+      ioc_, [this]() -> Task<std::shared_ptr<const RegistrySnapshot>> {
         co_return load_and_publish("reload (requested)");
       },
-      asio::use_awaitable);
+      use_task);
 }
 
 }  // namespace imageworks

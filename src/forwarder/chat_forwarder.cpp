@@ -20,7 +20,7 @@ const ListedModel& resolve_model(const RegistrySnapshot& snap, const ForwardRequ
 
 }  // namespace
 
-asio::awaitable<void> ChatForwarder::handle(Exchange& ex, std::string path) {
+Task<void> ChatForwarder::handle(Exchange& ex, std::string path) {
   const auto started = std::chrono::steady_clock::now();
   ForwardRequest fr = parse_forward_request(std::string_view(path).substr(4), std::move(ex.request().body()));
   auto snap = app_.registry.snapshot();  // held for the whole request: reloads do not disturb it

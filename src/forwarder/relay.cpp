@@ -106,7 +106,7 @@ ProxyError transport_error(const BackendRoute& route, UpstreamConnection& conn, 
 }
 
 // Not a coroutine: the awaitable it returns refers only to what the caller keeps alive.
-asio::awaitable<void> read_upstream(UpstreamConnection& c, UpstreamResponseParser& p, ReadUntil until,
+Task<void> read_upstream(UpstreamConnection& c, UpstreamResponseParser& p, ReadUntil until,
                                     beast::error_code& ec) {
   return c.with_stream([&](auto& s) { return read_http(s, c.buffer, p, until, ec); });
 }
@@ -125,7 +125,7 @@ void restore_model_and_read_usage(std::string& body, const std::string& model_js
 
 // The whole (non-stream or error) reply: read it under the request deadline, restore the
 // model, send it; upstream errors keep their status in our error shape.
-asio::awaitable<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
+Task<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
                                           std::unique_ptr<UpstreamConnection>& conn, UpstreamResponseParser& p,
                                           ClientWatch* watch, const RelaySettings& s) {
   std::string body;
@@ -156,7 +156,7 @@ asio::awaitable<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr
 }
 
 // The SSE stream: each upstream read becomes one client write of the rewritten events.
-asio::awaitable<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
+Task<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
                                            std::unique_ptr<UpstreamConnection>& conn,
                                            UpstreamResponseParser& p, ClientWatch* watch,
                                            const RelaySettings& s,
@@ -228,7 +228,7 @@ asio::awaitable<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& f
 
 }  // namespace
 
-asio::awaitable<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
+Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
                                     const RelaySettings& s) {
   const auto started = std::chrono::steady_clock::now();
   const auto deadline = started + s.backend_timeout;
@@ -255,14 +255,14 @@ asio::awaitable<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, cons
       beast::buffers_suffix<std::array<asio::const_buffer, 2>> rest(request_bufs);
       rest.consume(sent);
       co_await conn->with_stream([&](auto& st) {
-        return asio::async_write(st, rest, asio::redirect_error(asio::use_awaitable, ec));
+        return asio::async_write(st, rest, asio::redirect_error(use_task, ec));
       });
     }
     UpstreamResponseParser head;
     if (!ec) {
       // The backend cannot have answered yet: serve others first instead of a recv() that
       // would find nothing (Asio reads speculatively).
-      co_await asio::post(conn->tcp().get_executor(), asio::use_awaitable);
+      co_await asio::post(conn->tcp().get_executor(), use_task);
       co_await read_upstream(*conn, head, ReadUntil::header, ec);
     }
     if (watch->client_gone) {

@@ -10,7 +10,7 @@ struct RelaySettings {
   std::chrono::milliseconds idle_timeout;     // gap between stream chunks
 };
 
-asio::awaitable<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
+Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
                                     const RelaySettings& settings);
 
 // prompt_tokens / completion_tokens of a `usage` object already validated by a scan.

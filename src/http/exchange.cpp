@@ -72,19 +72,19 @@ bool Exchange::write_now(const std::array<asio::const_buffer, N>& bufs, std::siz
 }
 
 template <std::size_t N>
-asio::awaitable<void> Exchange::write_rest(std::array<asio::const_buffer, N> bufs, std::size_t done) {
+Task<void> Exchange::write_rest(std::array<asio::const_buffer, N> bufs, std::size_t done) {
   stream_.expires_after(write_timeout_);
-  co_await asio::async_write(stream_, skip_bytes(bufs, done), asio::use_awaitable);
+  co_await asio::async_write(stream_, skip_bytes(bufs, done), use_task);
   stream_.expires_never();
 }
 
-asio::awaitable<void> Exchange::send(http::status status, std::string body, std::string_view content_type) {
+Task<void> Exchange::send(http::status status, std::string body, std::string_view content_type) {
   append_head(status, content_type, false, body.size());
   const std::array<asio::const_buffer, 2> bufs{asio::buffer(scratch_), asio::buffer(body)};
   if (std::size_t done; !write_now(bufs, done)) co_await write_rest(bufs, done);
 }
 
-asio::awaitable<void> Exchange::send_error(const ProxyError& e) {
+Task<void> Exchange::send_error(const ProxyError& e) {
   if (e.retry_after_s > 0) add_header("Retry-After", std::to_string(e.retry_after_s));
   return send(static_cast<http::status>(e.status), error_body(e));
 }
@@ -98,7 +98,7 @@ static void append_chunk(std::string& out, std::string_view data) {
   out.append("\r\n");
 }
 
-asio::awaitable<void> Exchange::start_stream(http::status status, std::string_view content_type,
+Task<void> Exchange::start_stream(http::status status, std::string_view content_type,
                                              std::string_view first_chunk) {
   append_head(status, content_type, true, 0);
   append_chunk(scratch_, first_chunk);  // head and first chunk in one write
@@ -106,7 +106,7 @@ asio::awaitable<void> Exchange::start_stream(http::status status, std::string_vi
   if (std::size_t done; !write_now(bufs, done)) co_await write_rest(bufs, done);
 }
 
-asio::awaitable<void> Exchange::write_chunk(std::string_view data) {
+Task<void> Exchange::write_chunk(std::string_view data) {
   if (data.empty()) co_return;
   scratch_.clear();
   append_chunk(scratch_, data);
@@ -114,7 +114,7 @@ asio::awaitable<void> Exchange::write_chunk(std::string_view data) {
   if (std::size_t done; !write_now(bufs, done)) co_await write_rest(bufs, done);
 }
 
-asio::awaitable<void> Exchange::end_stream(std::string_view last_data) {
+Task<void> Exchange::end_stream(std::string_view last_data) {
   scratch_.clear();
   append_chunk(scratch_, last_data);
   scratch_.append("0\r\n\r\n");

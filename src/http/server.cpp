@@ -111,7 +111,7 @@ void Server::begin_stop() {
   asio::co_spawn(*contexts_.front(), drain(), asio::detached);
 }
 
-asio::awaitable<void> Server::drain() {
+Task<void> Server::drain() {
   auto deadline = std::chrono::steady_clock::now() + opts_.shutdown_grace;
   asio::steady_timer timer(co_await asio::this_coro::executor);
   for (;;) {
@@ -126,17 +126,17 @@ asio::awaitable<void> Server::drain() {
       break;
     }
     timer.expires_after(std::chrono::milliseconds(20));
-    co_await timer.async_wait(asio::use_awaitable);
+    co_await timer.async_wait(use_task);
   }
   guards_.clear();
   for (auto& c : contexts_) c->stop();
 }
 
-asio::awaitable<void> Server::accept_loop() {
+Task<void> Server::accept_loop() {
   while (!stopping()) {
     auto& target = *contexts_[next_context_++ % contexts_.size()];
     beast::error_code ec;
-    auto socket = co_await acceptor_->async_accept(target, asio::redirect_error(asio::use_awaitable, ec));
+    auto socket = co_await acceptor_->async_accept(target, asio::redirect_error(use_task, ec));
     if (ec) {
       if (stopping() || ec == asio::error::operation_aborted) break;
       spdlog::warn("[server] accept failed: {}", ec.message());

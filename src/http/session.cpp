@@ -9,7 +9,7 @@ namespace imageworks {
 
 namespace {
 
-asio::awaitable<void> reply_and_close(Stream& stream, int status, std::string_view code,
+Task<void> reply_and_close(Stream& stream, int status, std::string_view code,
                                       std::string message, std::chrono::milliseconds timeout) {
   http::response<http::string_body> res{static_cast<http::status>(status), 11};
   res.set(http::field::server, "imageworks-chat-proxy");
@@ -20,7 +20,7 @@ asio::awaitable<void> reply_and_close(Stream& stream, int status, std::string_vi
   res.prepare_payload();
   stream.expires_after(timeout);
   beast::error_code ec;
-  co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
+  co_await http::async_write(stream, res, asio::redirect_error(use_task, ec));
 }
 
 // Maps a failed read to the reply it deserves, or none (timeout, EOF, reset: just close).
@@ -45,7 +45,7 @@ ReadFailure classify_read_error(const beast::error_code& ec) {
 
 }  // namespace
 
-asio::awaitable<void> Server::run_session(TimedSocket::socket_type socket) {
+Task<void> Server::run_session(TimedSocket::socket_type socket) {
   auto s = std::make_shared<Session>(std::move(socket));
   {
     std::lock_guard lk(sessions_mu_);
@@ -75,7 +75,7 @@ asio::awaitable<void> Server::run_session(TimedSocket::socket_type socket) {
       if (!parse_buffered(buffer, parser, ReadUntil::header, ec)) {  // a pipelined request may be here
         // The reply just went out and the client cannot have answered yet: reading now
         // would cost a recv() that finds nothing. Let the loop serve others first.
-        if (!first_request) co_await asio::post(stream.get_executor(), asio::use_awaitable);
+        if (!first_request) co_await asio::post(stream.get_executor(), use_task);
         co_await read_http(stream, buffer, parser, ReadUntil::header, ec);
       }
       if (ec && parser.too_many_fields()) {
@@ -95,7 +95,7 @@ asio::awaitable<void> Server::run_session(TimedSocket::socket_type socket) {
         if (!parser.is_done() && beast::iequals(req[http::field::expect], "100-continue")) {
           // curl sends this for bodies over 1 KiB and would otherwise wait a second.
           static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-          co_await asio::async_write(stream, asio::buffer(kContinue), asio::redirect_error(asio::use_awaitable, ec));
+          co_await asio::async_write(stream, asio::buffer(kContinue), asio::redirect_error(use_task, ec));
         }
         if (!ec && !parser.is_done()) {
           stream.expires_after(opts_.request_timeout);

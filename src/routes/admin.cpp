@@ -17,13 +17,13 @@ std::string reload_body(const RegistrySnapshot& snap) {
 
 }  // namespace
 
-asio::awaitable<void> debug_registry(App& app, Exchange& ex) {
+Task<void> debug_registry(App& app, Exchange& ex) {
   auto snap = app.registry.snapshot();
   co_await ex.send_json(http::status::ok,
                         debug_dump(*snap).dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
-asio::awaitable<void> reload_registry(App& app, Exchange& ex) {
+Task<void> reload_registry(App& app, Exchange& ex) {
   auto snap = co_await app.registry.reload();
   co_await ex.send_json(http::status::ok, reload_body(*snap));
 }

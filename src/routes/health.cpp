@@ -49,7 +49,7 @@ std::string health_body(const App& app) {
   return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-asio::awaitable<void> health(App& app, Exchange& ex) {
+Task<void> health(App& app, Exchange& ex) {
   co_await ex.send_json(http::status::ok, health_body(app));
 }
 

@@ -13,12 +13,12 @@ std::string model_body(const RegistrySnapshot& snap, const ListedModel& m, bool 
 
 }  // namespace
 
-asio::awaitable<void> list_models(App& app, Exchange& ex) {
+Task<void> list_models(App& app, Exchange& ex) {
   auto snap = app.registry.snapshot();
   co_await ex.send_json(http::status::ok, models_list(*snap, app.cfg.suppress_decorations).dump());
 }
 
-asio::awaitable<void> get_model(App& app, Exchange& ex, std::string id) {
+Task<void> get_model(App& app, Exchange& ex, std::string id) {
   auto snap = app.registry.snapshot();
   const ListedModel* m = snap->resolve(id);
   if (!m) throw ProxyError(404, "err_model_not_found", "model '" + std::string(id) + "' not found", "model");

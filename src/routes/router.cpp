@@ -75,7 +75,7 @@ void require_method(const Exchange& ex, http::verb verb) {
 
 // Not a coroutine: it picks the handler and returns its awaitable, so a request costs one
 // coroutine frame less. Rejections throw before anything is awaited.
-asio::awaitable<void> dispatch(App& app, Exchange& ex) {
+Task<void> dispatch(App& app, Exchange& ex) {
   std::string path = canonical_path(ex.request().target());
   if (path == "/v1/health" || path == "/v1/healthz") {
     require_method(ex, http::verb::get);

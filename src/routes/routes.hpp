@@ -5,13 +5,13 @@
 
 namespace imageworks::routes {
 
-asio::awaitable<void> dispatch(App& app, Exchange& ex);
+Task<void> dispatch(App& app, Exchange& ex);
 
-asio::awaitable<void> health(App& app, Exchange& ex);
-asio::awaitable<void> list_models(App& app, Exchange& ex);
-asio::awaitable<void> get_model(App& app, Exchange& ex, std::string id);
-asio::awaitable<void> debug_registry(App& app, Exchange& ex);
-asio::awaitable<void> reload_registry(App& app, Exchange& ex);
+Task<void> health(App& app, Exchange& ex);
+Task<void> list_models(App& app, Exchange& ex);
+Task<void> get_model(App& app, Exchange& ex, std::string id);
+Task<void> debug_registry(App& app, Exchange& ex);
+Task<void> reload_registry(App& app, Exchange& ex);
 
 // Plain helpers (testable, and JSON built outside coroutine bodies: GCC 12 quirk).
 std::string health_body(const App& app);

@@ -60,7 +60,7 @@ void UpstreamConnection::close() {
   tcp().close();
 }
 
-asio::awaitable<std::unique_ptr<UpstreamConnection>> acquire_connection(
+Task<std::unique_ptr<UpstreamConnection>> acquire_connection(
     const UpstreamTarget& t, std::chrono::steady_clock::time_point deadline) {
   auto& idle = thread_pool()[t.pool_key];
   while (!idle.empty()) {
@@ -71,10 +71,8 @@ asio::awaitable<std::unique_ptr<UpstreamConnection>> acquire_connection(
       co_return c;
     }
   }
-  auto ex = co_await asio::this_coro::executor;
-  const Executor* loop = ex.template target<Executor>();
-  if (!loop) throw std::logic_error("upstream connections must be made on an io_context");
-  auto c = std::make_unique<UpstreamConnection>(*loop, t);
+  const Executor loop = co_await asio::this_coro::executor;
+  auto c = std::make_unique<UpstreamConnection>(loop, t);
   beast::error_code ec;
   auto& stream = c->tcp();
   stream.expires_at(deadline);
@@ -82,11 +80,11 @@ asio::awaitable<std::unique_ptr<UpstreamConnection>> acquire_connection(
   auto addr = asio::ip::make_address(t.host, addr_ec);
   if (!addr_ec) {
     co_await stream.socket().async_connect(tcp::endpoint(addr, static_cast<unsigned short>(std::stoi(t.port))),
-                                           asio::redirect_error(asio::use_awaitable, ec));
+                                           asio::redirect_error(use_task, ec));
   } else {
-    tcp::resolver resolver(ex);
-    auto results = co_await resolver.async_resolve(t.host, t.port, asio::redirect_error(asio::use_awaitable, ec));
-    if (!ec) co_await asio::async_connect(stream.socket(), results, asio::redirect_error(asio::use_awaitable, ec));
+    tcp::resolver resolver(loop);
+    auto results = co_await resolver.async_resolve(t.host, t.port, asio::redirect_error(use_task, ec));
+    if (!ec) co_await asio::async_connect(stream.socket(), results, asio::redirect_error(use_task, ec));
   }
   if (!ec && stream.expired()) ec = asio::error::timed_out;  // a range connect may outlive a sweep
   if (ec) throw connect_error(t, stream, ec);
@@ -97,7 +95,7 @@ asio::awaitable<std::unique_ptr<UpstreamConnection>> acquire_connection(
     if (!SSL_set_tlsext_host_name(tls.native_handle(), t.host.c_str()))
       throw ProxyError(502, "err_backend_unavailable", "cannot set TLS SNI for " + t.host);
     tls.set_verify_callback(asio::ssl::host_name_verification(t.host));
-    co_await tls.async_handshake(asio::ssl::stream_base::client, asio::redirect_error(asio::use_awaitable, ec));
+    co_await tls.async_handshake(asio::ssl::stream_base::client, asio::redirect_error(use_task, ec));
     if (ec) throw connect_error(t, stream, ec);
   }
   co_return c;

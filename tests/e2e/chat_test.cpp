@@ -83,6 +83,25 @@ TEST(E2eChat, NonStreamRestoresModelAndSendsServedId) {
   EXPECT_EQ(reqs[0].json()["messages"][0]["content"], "hi");
 }
 
+// 8 MiB of content: the upstream body comes in many reads and the reply is more than the
+// client socket takes at once, so the write finishes asynchronously after the fast attempt.
+TEST(E2eChat, LargeWholeReplyArrivesIntact) {
+  ChatRig rig;
+  FakeOpenAI::Behavior b;
+  b.text = std::string(1024, 'x') + "\u00e9\"";  // escapes in the content survive as they are
+  b.chunks = 8 * 1024;
+  rig.fake.set_behavior(b);
+  auto r = http_call(rig.port(), "POST", "/v1/chat/completions", chat_body(false).dump(), {}, 60s);
+  ASSERT_EQ(r.status, 200) << r.body.substr(0, 300);
+  auto j = json::parse(r.body);
+  EXPECT_EQ(j["model"], "Fake Chat 7b");
+  const std::string content = j["choices"][0]["message"]["content"];
+  std::string expected;
+  for (int i = 0; i < b.chunks; ++i) expected += std::string(1024, 'x') + "\u00e9\"";
+  EXPECT_EQ(content.size(), expected.size());
+  EXPECT_TRUE(content == expected);
+}
+
 TEST(E2eChat, ModelResolvesByLogicalDisplayAndServedNames) {
   ChatRig rig;
   for (std::string name : {"fake-chat", "FAKE-CHAT", "served/fake-7b", "fake chat 7b", "Fake Chat"}) {

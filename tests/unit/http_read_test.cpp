@@ -25,7 +25,7 @@ beast::error_code run_read(asio::io_context& ioc, TestStream& s, beast::flat_buf
   bool finished = false;
   asio::co_spawn(
       ioc,
-      [&]() -> asio::awaitable<void> {
+      [&]() -> Task<void> {
         co_await read_http(s, buf, p, until, ec);
         finished = true;
       },
