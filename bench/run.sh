@@ -14,7 +14,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${BENCH_BUILD_DIR:-$ROOT/build-release}
 DOC=$ROOT/docs/benchmarks.md
-REPEATS=3
+REPEATS=5
 DURATION=5          # seconds per measured run
 WARMUP=0.5          # seconds of unmeasured load before each measured run
 BOX_THREADS=1       # nginx worker_processes and CHAT_PROXY_THREADS
