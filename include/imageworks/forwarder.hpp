@@ -16,7 +16,7 @@ namespace imageworks {
 
 // What the client asked for, as the pipeline's steps see it.
 struct ForwardRequest {
-  std::string route;            // "chat/completions", "embeddings", ...
+  std::string_view route;       // "chat/completions", ...: a view of the caller's path, which outlives the request
   std::string body;             // the upstream body (spliced in place)
   std::string requested_model;  // the client's model string, unescaped
   bool stream = false;

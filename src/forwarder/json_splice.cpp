@@ -18,7 +18,10 @@ constexpr std::size_t kMaxDepth = 512;
 bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-std::size_t skip_ws(std::string_view s, std::size_t i) {
+// Compact JSON has no whitespace between tokens: the first test usually decides.
+inline std::size_t skip_ws(std::string_view s, std::size_t i) {
+  if (i < s.size() && static_cast<unsigned char>(s[i]) > ' ') [[likely]]
+    return i;
   while (i < s.size() && is_ws(s[i])) ++i;
   return i;
 }
@@ -271,7 +274,7 @@ bool find_top_level_values(std::string_view json, std::span<const std::string_vi
     // Escaped keys are rare: decode once per member, not once per wanted key.
     std::optional<std::string> decoded;
     std::string_view key = m.key_raw;
-    if (!key.empty() && std::memchr(key.data(), '\\', key.size())) {
+    if (key.find('\\') != std::string_view::npos) [[unlikely]] {
       decoded = json_unescape(key);
       if (!decoded) return;
       key = *decoded;

@@ -43,7 +43,7 @@ ProxyError invalid_body(std::string_view body) {
 
 ForwardRequest parse_forward_request(std::string_view route, std::string body) {
   ForwardRequest fr;
-  fr.route = std::string(route);
+  fr.route = route;
   // One scan validates the object and finds every member a rule needs.
   static constexpr std::string_view keys[] = {"model", "stream", "messages", "tools", "stream_options"};
   std::optional<std::string_view> v[5];

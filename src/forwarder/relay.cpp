@@ -12,6 +12,8 @@
 
 namespace imageworks {
 
+using namespace std::string_view_literals;
+
 namespace {
 
 constexpr std::size_t kStreamReadBytes = 16 * 1024;
@@ -38,32 +40,32 @@ bool hop_by_hop_or_ours(const Request::Field& f) {
 void build_upstream_request_head(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route) {
   std::string& h = ex.upstream_head_buffer();
   h.clear();
-  h += "POST ";
+  h += "POST "sv;
   h += route.target->base_path;
   h += '/';
   h += fr.route;
-  h += " HTTP/1.1\r\nHost: ";
+  h += " HTTP/1.1\r\nHost: "sv;
   h += route.target->host_header;
-  h += "\r\nContent-Type: application/json\r\nAccept: ";
-  h += fr.stream ? "text/event-stream" : "application/json";
-  h += "\r\nx-request-id: ";
+  h += "\r\nContent-Type: application/json\r\nAccept: "sv;
+  h += fr.stream ? "text/event-stream"sv : "application/json"sv;
+  h += "\r\nx-request-id: "sv;
   h += ex.request_id();
-  h += "\r\n";
+  h += "\r\n"sv;
   if (!route.api_key.empty()) {
-    h += "Authorization: Bearer ";
+    h += "Authorization: Bearer "sv;
     h += route.api_key;
-    h += "\r\n";
+    h += "\r\n"sv;
   }
   for (const auto& f : ex.request()) {
     if (hop_by_hop_or_ours(f)) continue;
     h += f.name_string();
-    h += ": ";
+    h += ": "sv;
     h += f.value();
-    h += "\r\n";
+    h += "\r\n"sv;
   }
-  h += "Content-Length: ";
+  h += "Content-Length: "sv;
   h += std::to_string(fr.body.size());
-  h += "\r\n\r\n";
+  h += "\r\n\r\n"sv;
 }
 
 // While the upstream works, the client socket is watched (TimedSocket::watch_peer): when

@@ -5,6 +5,8 @@
 
 namespace imageworks {
 
+using namespace std::string_view_literals;
+
 bool Exchange::remote_is_loopback() const { return remote_.address().is_loopback(); }
 
 // Response heads are written by hand into one reused buffer and leave together with the
@@ -13,32 +15,32 @@ void Exchange::append_head(http::status status, std::string_view content_type, b
                            std::size_t content_length) {
   auto& h = scratch_;
   h.clear();
-  h += req_.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+  h += req_.version() == 10 ? "HTTP/1.0 "sv : "HTTP/1.1 "sv;
   h += std::to_string(static_cast<unsigned>(status));
   h += ' ';
   h += http::obsolete_reason(status);
-  h += "\r\nServer: imageworks-chat-proxy\r\nContent-Type: ";
+  h += "\r\nServer: imageworks-chat-proxy\r\nContent-Type: "sv;
   h += content_type;
-  h += "\r\nx-request-id: ";
+  h += "\r\nx-request-id: "sv;
   h += request_id_;
-  h += "\r\n";
+  h += "\r\n"sv;
   for (auto& [name, value] : extra_headers_) {
     h += name;
-    h += ": ";
+    h += ": "sv;
     h += value;
-    h += "\r\n";
+    h += "\r\n"sv;
   }
   extra_headers_.clear();
   if (chunked) {
-    h += "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n";
+    h += "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n"sv;
   } else {
-    h += "Content-Length: ";
+    h += "Content-Length: "sv;
     h += std::to_string(content_length);
-    h += "\r\n";
+    h += "\r\n"sv;
   }
-  if (!keep_alive_) h += "Connection: close\r\n";
-  else if (req_.version() == 10) h += "Connection: keep-alive\r\n";
-  h += "\r\n";
+  if (!keep_alive_) h += "Connection: close\r\n"sv;
+  else if (req_.version() == 10) h += "Connection: keep-alive\r\n"sv;
+  h += "\r\n"sv;
   head_sent_ = true;
   status_ = static_cast<int>(status);
 }
