@@ -75,7 +75,10 @@ Task<void> Server::run_session(TimedSocket::socket_type socket) {
       if (!parse_buffered(buffer, parser, ReadUntil::header, ec)) {  // a pipelined request may be here
         // The reply just went out and the client cannot have answered yet: reading now
         // would cost a recv() that finds nothing. Let the loop serve others first.
-        if (!first_request) co_await asio::post(stream.get_executor(), use_task);
+        if (!first_request) {
+          co_await asio::post(stream.get_executor(), use_task);
+          if (stopping()) break;  // a stop that came meanwhile found no read to cancel
+        }
         co_await read_http(stream, buffer, parser, ReadUntil::header, ec);
       }
       if (ec && parser.too_many_fields()) {
