@@ -78,24 +78,29 @@ def ratio(a, b):
     return a / b if a is not None and b else None
 
 
+def path_rows(s, scen):
+    """(title cell, path, medians) for each measured path of a scenario; the title only on the first."""
+    first = True
+    for path in PATHS:
+        m = s.get((scen, path))
+        if m:
+            yield (TITLES[scen] if first else ""), path, m
+            first = False
+
+
 def results_table(s):
     out = ["| Run | Path | req/s | p50 µs | p99 µs | TTFE p50 µs | CPU µs/req (middle box) | Peak RSS MiB (middle box) |",
            "|---|---|--:|--:|--:|--:|--:|--:|"]
     for scen in ORDER:
-        first = True
-        for path in PATHS:
-            m = s.get((scen, path))
-            if not m:
-                continue
+        for title, path, m in path_rows(s, scen):
             stream = scen.startswith("st")
             cpu = fmt(m["box_cpu_us"], 1)
             if path == "direct":
                 cpu += " (upstream)"
             rss = fmt(m["hwm_kib"] / 1024, 1) + (" (upstream)" if path == "direct" else "")
             err = f" ⚠ {m['errors']} errors" if m["errors"] else ""
-            out.append(f"| {TITLES[scen] if first else ''} | {path}{err} | {fmt(m['rps'])} | {fmt(m['p50_us'])} | "
+            out.append(f"| {title} | {path}{err} | {fmt(m['rps'])} | {fmt(m['p50_us'])} | "
                        f"{fmt(m['p99_us'])} | {fmt(m['ttfe_p50_us']) if stream else '—'} | {cpu} | {rss} |")
-            first = False
         p, n = s.get((scen, "proxy")), s.get((scen, "nginx"))
         if p and n:
             def lat(k):
@@ -140,16 +145,11 @@ def cpu_table(s):
     out = ["| Run | Path | load generator | middle box (user + kernel) | upstream | body bytes/reply | other load, worst run |",
            "|---|---|--:|--:|--:|--:|--:|"]
     for scen in ORDER:
-        first = True
-        for path in PATHS:
-            m = s.get((scen, path))
-            if not m:
-                continue
+        for title, path, m in path_rows(s, scen):
             box = "(is the upstream)" if path == "direct" else \
                 f"{fmt(m['box_cpu_us'], 1)} ({fmt(m['box_user_us'], 1)} + {fmt(m['box_sys_us'], 1)})"
-            out.append(f"| {TITLES[scen] if first else ''} | {path} | {fmt(m['gen_cpu_us'], 1)} | {box} | "
+            out.append(f"| {title} | {path} | {fmt(m['gen_cpu_us'], 1)} | {box} | "
                        f"{fmt(m['up_cpu_us'], 1)} | {fmt(m['body_bytes_avg'])} | {fmt(m['other_max'], 0, ' %')} |")
-            first = False
     return out
 
 

@@ -1,6 +1,5 @@
 #include "imageworks/http.hpp"
 
-#include <algorithm>
 #include <array>
 
 namespace imageworks {
@@ -45,21 +44,6 @@ void Exchange::append_head(http::status status, std::string_view content_type, b
   status_ = static_cast<int>(status);
 }
 
-namespace {
-
-// The part of `bufs` past the first `done` bytes.
-template <std::size_t N>
-std::array<asio::const_buffer, N> skip_bytes(std::array<asio::const_buffer, N> bufs, std::size_t done) {
-  for (auto& b : bufs) {
-    const std::size_t k = std::min(done, b.size());
-    b += k;
-    done -= k;
-  }
-  return bufs;
-}
-
-}  // namespace
-
 // Writing to the client: what the socket takes at once goes without an asynchronous
 // operation (or coroutine frame); only a rest waits, under the write deadline. Failures
 // throw, like async_write.
@@ -76,7 +60,9 @@ bool Exchange::write_now(const std::array<asio::const_buffer, N>& bufs, std::siz
 template <std::size_t N>
 Task<void> Exchange::write_rest(std::array<asio::const_buffer, N> bufs, std::size_t done) {
   stream_.expires_after(write_timeout_);
-  co_await asio::async_write(stream_, skip_bytes(bufs, done), use_task);
+  beast::buffers_suffix<std::array<asio::const_buffer, N>> rest(bufs);
+  rest.consume(done);
+  co_await asio::async_write(stream_, rest, use_task);
   stream_.expires_never();
 }
 
