@@ -14,6 +14,7 @@
 using namespace imageworks::test;
 using nlohmann::json;
 using namespace std::chrono_literals;
+namespace beast = boost::beast;
 
 namespace {
 
@@ -100,6 +101,36 @@ TEST(E2eChat, LargeWholeReplyArrivesIntact) {
   for (int i = 0; i < b.chunks; ++i) expected += std::string(1024, 'x') + "\u00e9\"";
   EXPECT_EQ(content.size(), expected.size());
   EXPECT_TRUE(content == expected);
+}
+
+// Client headers pass through to the backend, except hop-by-hop ones and those the proxy
+// sets itself (its own Host, Content-Length, Accept, request id; no client Authorization).
+TEST(E2eChat, ClientHeadersPassThroughButHopByHopOnesDoNot) {
+  ChatRig rig;
+  auto r = http_call(rig.port(), "POST", "/v1/chat/completions", chat_body(false).dump(),
+                     {{"X-OpenWebUI-Chat-Id", "chat-42"}, {"X-Custom", "a b"}, {"TE", "trailers"},
+                      {"Accept-Encoding", "gzip"}, {"Authorization", "Bearer client-secret"},
+                      {"Proxy-Authorization", "Basic xyz"}, {"x-request-id", "client-req-7"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-request-id"), "client-req-7");
+  auto reqs = rig.fake.requests();
+  ASSERT_EQ(reqs.size(), 1u);
+  const auto& up = reqs[0];
+  EXPECT_EQ(up.header("x-openwebui-chat-id"), "chat-42");
+  EXPECT_EQ(up.header("x-custom"), "a b");
+  EXPECT_EQ(up.header("x-request-id"), "client-req-7");
+  EXPECT_EQ(up.header("te"), "");
+  EXPECT_EQ(up.header("accept-encoding"), "");
+  EXPECT_EQ(up.header("authorization"), "");
+  EXPECT_EQ(up.header("proxy-authorization"), "");
+  EXPECT_EQ(up.header("accept"), "application/json");
+  int hosts = 0, request_ids = 0;
+  for (const auto& [name, value] : up.headers) {
+    hosts += beast::iequals(name, "host");
+    request_ids += beast::iequals(name, "x-request-id");
+  }
+  EXPECT_EQ(hosts, 1);
+  EXPECT_EQ(request_ids, 1);
 }
 
 TEST(E2eChat, ModelResolvesByLogicalDisplayAndServedNames) {
