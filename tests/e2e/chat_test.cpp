@@ -1,12 +1,11 @@
 // End-to-end: the built daemon relaying chat/completions/embeddings to the in-process fake
 // OpenAI-compatible upstream (tests/fakes), streaming and whole, with every failure mode.
-#include <iostream>
-
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "fakes/fake_openai.hpp"
 #include "imageworks/asio.hpp"
+#include "support/chat_rig.hpp"
 #include "support/proxy_process.hpp"
 #include "support/sse_client.hpp"
 #include "support/test_support.hpp"
@@ -15,58 +14,6 @@ using namespace imageworks::test;
 using nlohmann::json;
 using namespace std::chrono_literals;
 namespace beast = boost::beast;
-
-namespace {
-
-using Env = std::map<std::string, std::string>;
-
-// A registry with one model on the fake (served id differs from the listed id) and the proxy.
-struct ChatRig {
-  FakeOpenAI fake;
-  TempDir dir;
-  std::unique_ptr<ProxyProcess> proxy;
-
-  ChatRig() : ChatRig(std::map<std::string, std::string>{}, "") {}
-  explicit ChatRig(std::map<std::string, std::string> env) : ChatRig(std::move(env), "") {}
-  ChatRig(std::map<std::string, std::string> env, std::string key_fields) {
-    dir.write("model_registry.json", R"([
-      {"name": "fake-chat", "backend": "vllm", "display_name": "Fake Chat", "parameter_size": "7b",
-       "served_model_id": "served/fake-7b",
-       "backend_config": {"base_url": ")" + fake.base_url() + "\"" + key_fields + R"(}},
-      {"name": "fake-llama", "backend": "llamacpp", "served_model_id": "llama-served",
-       "backend_config": {"base_url": ")" + fake.base_url() + R"(/v1/"}},
-      {"name": "dead", "backend": "openai", "backend_config": {"base_url": "http://127.0.0.1:1"}}
-    ])");
-    env.emplace("CHAT_PROXY_REGISTRY_DIR", dir.path().string());
-    env.emplace("CHAT_PROXY_REQUIRE_TEMPLATE", "0");
-    proxy = std::make_unique<ProxyProcess>(env);
-  }
-  ~ChatRig() {
-    if (::testing::Test::HasFailure()) std::cerr << "--- proxy log ---\n" << proxy->stderr_text();
-  }
-  unsigned short port() const { return proxy->port(); }
-  HttpReply chat(const json& body) {
-    return http_call(port(), "POST", "/v1/chat/completions", body.dump());
-  }
-};
-
-json chat_body(bool stream, const std::string& model = "Fake Chat 7b") {
-  json b = json::object();
-  b["model"] = model;
-  b["messages"] = json::array({json{{"role", "user"}, {"content", "hi"}}});
-  b["stream"] = stream;
-  return b;
-}
-
-void expect_error(const HttpReply& r, int status, const std::string& code) {
-  EXPECT_EQ(r.status, status) << r.body;
-  auto j = json::parse(r.body, nullptr, false);
-  ASSERT_TRUE(j.is_object() && j.contains("error")) << r.body;
-  EXPECT_EQ(j["error"]["code"], code) << r.body;
-  EXPECT_TRUE(j["error"]["message"].is_string());
-}
-
-}  // namespace
 
 TEST(E2eChat, NonStreamRestoresModelAndSendsServedId) {
   ChatRig rig;
