@@ -3,7 +3,8 @@
 // path"): find, replace or add one top-level member of a JSON object in its original bytes.
 //
 // Every function first checks that the whole input is one JSON object (structure, strings,
-// escapes, numbers, literals; nesting up to 512 levels; UTF-8 is not checked) and answers
+// escapes, numbers, literals; nesting up to 512 levels; UTF-8 is checked only by
+// scan_request_object) and answers
 // nullopt/false, never reading out of bounds, when it is not. Keys match after unescaping
 // ("mod\u0065l" is "model"). A key given twice: find/test see the last one (as nlohmann and
 // most parsers do), replace changes every occurrence so no reader can see the old value.
@@ -29,6 +30,23 @@ bool has_top_level_key(std::string_view json, std::string_view key);
 // keys.size(); false, with every out[i] reset, when `json` is not a valid object.
 bool find_top_level_values(std::string_view json, std::span<const std::string_view> keys,
                            std::span<std::optional<std::string_view>> out);
+
+// A request body's scan (SPEC §9): find_top_level_values that also requires every string to
+// be well-formed UTF-8 (RFC 8259 §8.1) and every top-level key to occur once, since the proxy
+// routes by one "model" and a backend could read another. On any failure every out[i] is reset.
+struct ObjectScan {
+  enum class Result { ok, invalid_json, invalid_utf8, duplicate_key };
+  Result result = Result::ok;
+  std::size_t error_offset = std::string_view::npos;  // invalid_utf8: the first bad byte
+  std::string duplicate_key;                           // duplicate_key: the key, unescaped
+  bool ok() const { return result == Result::ok; }
+};
+ObjectScan scan_request_object(std::string_view json, std::span<const std::string_view> keys,
+                               std::span<std::optional<std::string_view>> out);
+
+// Offset of the first byte of `s` that does not start a well-formed UTF-8 sequence (stray
+// continuation, overlong, surrogate, above U+10FFFF, cut short by the end), or npos.
+std::size_t first_invalid_utf8(std::string_view s);
 
 // True only when the value of top-level `key` is the literal `true` ("stream": true).
 bool top_level_is_true(std::string_view json, std::string_view key);

@@ -6,6 +6,8 @@
 #include <bit>
 #include <cstdint>
 #include <cstring>
+#include <deque>
+#include <vector>
 
 namespace imageworks {
 
@@ -34,17 +36,51 @@ bool is_hex4(std::string_view s, std::size_t pos) {
 }
 
 // High bit set in each byte of `w` that is '"', '\\' or a control character (SWAR bit
-// tricks). Borrows can flag bytes above a real match, never below it, so the lowest set
-// bit is exact.
+// tricks), and with Utf8 also in each byte >= 0x80. Borrows can flag bytes above a real
+// match, never below it, so the lowest set bit is exact.
+template <bool Utf8>
 std::uint64_t special_bytes(std::uint64_t w) {
   constexpr std::uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
   const std::uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
-  return ((w - ones * 0x20) | (quote - ones) | (backslash - ones)) & ~w & highs;
+  const std::uint64_t ascii_specials = ((w - ones * 0x20) | (quote - ones) | (backslash - ones)) & ~w & highs;
+  if constexpr (Utf8) return ascii_specials | (w & highs);
+  return ascii_specials;
+}
+
+// Length of the well-formed UTF-8 sequence (RFC 3629 §4) whose lead byte s[i] is >= 0x80,
+// or 0: stray continuation bytes, overlong forms, surrogates, code points above U+10FFFF
+// and sequences cut short by the end of `s` are all ill-formed.
+std::size_t utf8_sequence(std::string_view s, std::size_t i) {
+  const auto lead = static_cast<unsigned char>(s[i]);
+  std::size_t len;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    len = 2;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    len = 3;
+    if (lead == 0xE0) lo = 0xA0;       // else overlong
+    else if (lead == 0xED) hi = 0x9F;  // else a UTF-16 surrogate
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    len = 4;
+    if (lead == 0xF0) lo = 0x90;       // else overlong
+    else if (lead == 0xF4) hi = 0x8F;  // else above U+10FFFF
+  } else {
+    return 0;  // a continuation byte, C0/C1 (always overlong) or F5..FF
+  }
+  if (s.size() - i < len) return 0;
+  const auto second = static_cast<unsigned char>(s[i + 1]);
+  if (second < lo || second > hi) return 0;
+  for (std::size_t k = 2; k < len; ++k) {
+    if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
+  }
+  return len;
 }
 
 // `i` at an opening quote; returns the index past the closing quote, or npos. Plain string
 // bytes are skipped 8 at a time, jumping straight to the first special byte: base64 images
-// make up most of a large request body, short keys most of a stream event.
+// make up most of a large request body, short keys most of a stream event. With Utf8, bytes
+// >= 0x80 are special too and must form well-formed UTF-8; ASCII keeps the fast path.
+template <bool Utf8>
 std::size_t skip_string(std::string_view s, std::size_t i) {
   static_assert(std::endian::native == std::endian::little, "the SWAR scan assumes little-endian words");
   const std::size_t n = s.size();
@@ -53,7 +89,7 @@ std::size_t skip_string(std::string_view s, std::size_t i) {
     if (n - i >= 8) {
       std::uint64_t w;
       std::memcpy(&w, s.data() + i, 8);
-      const std::uint64_t hits = special_bytes(w);
+      const std::uint64_t hits = special_bytes<Utf8>(w);
       if (hits == 0) {
         i += 8;
         continue;
@@ -63,6 +99,12 @@ std::size_t skip_string(std::string_view s, std::size_t i) {
     const auto c = static_cast<unsigned char>(s[i]);
     if (c == '"') return i + 1;
     if (c < 0x20) return npos;  // raw control characters are not allowed in JSON strings
+    if (Utf8 && c >= 0x80) {
+      const std::size_t len = utf8_sequence(s, i);
+      if (len == 0) return npos;
+      i += len;
+      continue;
+    }
     if (c != '\\') {
       ++i;  // only in the last few bytes, where no whole word is left
       continue;
@@ -108,9 +150,10 @@ std::size_t skip_literal(std::string_view s, std::size_t i, std::string_view wor
   return s.substr(i, word.size()) == word ? i + word.size() : npos;
 }
 
+template <bool Utf8>
 std::size_t skip_scalar(std::string_view s, std::size_t i) {
   switch (s[i]) {
-    case '"': return skip_string(s, i);
+    case '"': return skip_string<Utf8>(s, i);
     case 't': return skip_literal(s, i, "true");
     case 'f': return skip_literal(s, i, "false");
     case 'n': return skip_literal(s, i, "null");
@@ -119,16 +162,18 @@ std::size_t skip_scalar(std::string_view s, std::size_t i) {
 }
 
 // `i` at (whitespace before) an object key; returns the index past its ':'.
+template <bool Utf8>
 std::size_t skip_key(std::string_view s, std::size_t i) {
   i = skip_ws(s, i);
   if (i >= s.size() || s[i] != '"') return npos;
-  if ((i = skip_string(s, i)) == npos) return npos;
+  if ((i = skip_string<Utf8>(s, i)) == npos) return npos;
   i = skip_ws(s, i);
   return i < s.size() && s[i] == ':' ? i + 1 : npos;
 }
 
 // Index past the JSON value starting at (whitespace before) `i`, or npos when it is not a
 // well-formed value. Iterative, with a fixed stack of closers, so hostile nesting is cheap.
+template <bool Utf8>
 std::size_t skip_value(std::string_view s, std::size_t i) {
   char closers[kMaxDepth];
   std::size_t depth = 0;
@@ -145,10 +190,10 @@ std::size_t skip_value(std::string_view s, std::size_t i) {
         --depth;
         ++i;
       } else {
-        if (c == '{' && (i = skip_key(s, i)) == npos) return npos;
+        if (c == '{' && (i = skip_key<Utf8>(s, i)) == npos) return npos;
         continue;
       }
-    } else if ((i = skip_scalar(s, i)) == npos) {
+    } else if ((i = skip_scalar<Utf8>(s, i)) == npos) {
       return npos;
     }
     for (;;) {  // after a value: close containers or step to the next element
@@ -162,7 +207,7 @@ std::size_t skip_value(std::string_view s, std::size_t i) {
       }
       if (s[i] != ',') return npos;
       ++i;
-      if (closers[depth - 1] == '}' && (i = skip_key(s, i)) == npos) return npos;
+      if (closers[depth - 1] == '}' && (i = skip_key<Utf8>(s, i)) == npos) return npos;
       break;
     }
   }
@@ -175,8 +220,9 @@ struct Member {
 
 // Calls on_member for each top-level member; returns the index of the object's closing
 // brace, or nullopt when `s` is not exactly one JSON object (surrounding whitespace allowed).
-// Members are reported before the rest is checked: use them only when this succeeds.
-template <class F>
+// Members are reported before the rest is checked: use them only when this succeeds. With
+// Utf8, every string must also be well-formed UTF-8.
+template <bool Utf8 = false, class F>
 std::optional<std::size_t> walk_top_level(std::string_view s, F&& on_member) {
   const std::size_t n = s.size();
   std::size_t i = skip_ws(s, 0);
@@ -186,12 +232,12 @@ std::optional<std::size_t> walk_top_level(std::string_view s, F&& on_member) {
   for (;;) {
     if (i >= n || s[i] != '"') return std::nullopt;
     const std::size_t key_begin = i;
-    const std::size_t key_end = skip_string(s, i);
+    const std::size_t key_end = skip_string<Utf8>(s, i);
     if (key_end == npos) return std::nullopt;
     i = skip_ws(s, key_end);
     if (i >= n || s[i] != ':') return std::nullopt;
     const std::size_t value_begin = skip_ws(s, i + 1);
-    const std::size_t value_end = skip_value(s, value_begin);
+    const std::size_t value_end = skip_value<Utf8>(s, value_begin);
     if (value_end == npos) return std::nullopt;
     on_member(Member{s.substr(key_begin + 1, key_end - key_begin - 2), value_begin, value_end});
     i = skip_ws(s, value_end);
@@ -287,6 +333,93 @@ bool find_top_level_values(std::string_view json, std::span<const std::string_vi
     for (std::size_t k = 0; k < out.size(); ++k) out[k].reset();
   }
   return valid;
+}
+
+std::size_t first_invalid_utf8(std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    if (static_cast<unsigned char>(s[i]) < 0x80) {
+      ++i;
+      continue;
+    }
+    const std::size_t len = utf8_sequence(s, i);
+    if (len == 0) return i;
+    i += len;
+  }
+  return npos;
+}
+
+namespace {
+
+// The decoded top-level keys of one object, to find one given twice. Linear for the handful
+// of keys a request has; sorted when there are many, so hostile input stays O(n log n).
+class KeySet {
+ public:
+  void add(std::string_view raw) {
+    if (raw.find('\\') != npos) [[unlikely]] {
+      auto decoded = json_unescape(raw);
+      if (!decoded) return;  // the scan rejects the document anyway
+      decoded_.push_back(std::move(*decoded));
+      raw = decoded_.back();
+    }
+    keys_.push_back(raw);
+  }
+  void clear() {
+    keys_.clear();
+    decoded_.clear();
+  }
+  std::optional<std::string_view> duplicate() {
+    constexpr std::size_t kLinear = 16;
+    if (keys_.size() <= kLinear) {
+      for (std::size_t a = 1; a < keys_.size(); ++a)
+        for (std::size_t b = 0; b < a; ++b)
+          if (keys_[a] == keys_[b]) return keys_[a];
+      return std::nullopt;
+    }
+    std::sort(keys_.begin(), keys_.end());
+    auto it = std::adjacent_find(keys_.begin(), keys_.end());
+    if (it == keys_.end()) return std::nullopt;
+    return *it;
+  }
+
+ private:
+  std::vector<std::string_view> keys_;
+  std::deque<std::string> decoded_;  // stable addresses for the views in keys_
+};
+
+}  // namespace
+
+ObjectScan scan_request_object(std::string_view json, std::span<const std::string_view> keys,
+                               std::span<std::optional<std::string_view>> out) {
+  ObjectScan scan;
+  const std::size_t n = std::min(keys.size(), out.size());
+  for (auto& o : out) o.reset();
+  thread_local KeySet seen;  // reused: a request allocates nothing here once warm
+  seen.clear();
+  const bool valid = walk_top_level<true>(json, [&](const Member& m) {
+    seen.add(m.key_raw);
+    std::optional<std::string> decoded;
+    std::string_view key = m.key_raw;
+    if (key.find('\\') != npos) [[unlikely]] {
+      decoded = json_unescape(key);
+      if (!decoded) return;
+      key = *decoded;
+    }
+    for (std::size_t k = 0; k < n; ++k) {
+      if (key == keys[k]) out[k] = json.substr(m.value_begin, m.value_end - m.value_begin);
+    }
+  }).has_value();
+  if (!valid) {
+    for (auto& o : out) o.reset();
+    scan.error_offset = first_invalid_utf8(json);
+    scan.result = scan.error_offset == npos ? ObjectScan::Result::invalid_json : ObjectScan::Result::invalid_utf8;
+    return scan;
+  }
+  if (auto dup = seen.duplicate()) {
+    for (auto& o : out) o.reset();
+    scan.result = ObjectScan::Result::duplicate_key;
+    scan.duplicate_key.assign(*dup);
+  }
+  return scan;
 }
 
 bool top_level_is_true(std::string_view json, std::string_view key) {

@@ -39,15 +39,30 @@ ProxyError invalid_body(std::string_view body) {
   return bad_request(why);
 }
 
+ProxyError rejected_body(std::string_view body, const ObjectScan& scan) {
+  using R = ObjectScan::Result;
+  if (scan.result == R::invalid_utf8)
+    return bad_request("request body is not valid UTF-8 (RFC 8259 §8.1): ill-formed byte sequence at offset " +
+                       std::to_string(scan.error_offset));
+  if (scan.result == R::duplicate_key) {
+    const bool long_key = scan.duplicate_key.size() > 64;  // cut before a 64 KiB key is echoed back
+    const std::string shown = long_key ? scan.duplicate_key.substr(0, 64) + "..." : scan.duplicate_key;
+    return bad_request("field '" + shown + "' occurs more than once; send each top-level member once",
+                       long_key ? std::string() : scan.duplicate_key);
+  }
+  return invalid_body(body);
+}
+
 }  // namespace
 
 ForwardRequest parse_forward_request(std::string_view route, std::string body) {
   ForwardRequest fr;
   fr.route = route;
-  // One scan validates the object and finds every member a rule needs.
+  // One scan validates the object (UTF-8 and unique keys included) and finds every member a
+  // rule needs.
   static constexpr std::string_view keys[] = {"model", "stream", "messages", "tools", "stream_options"};
   std::optional<std::string_view> v[5];
-  if (!find_top_level_values(body, keys, v)) throw invalid_body(body);
+  if (auto scan = scan_request_object(body, keys, v); !scan.ok()) throw rejected_body(body, scan);
   const auto& [model, stream, messages, tools, stream_options] = v;
   if (!model) throw bad_request("missing required field 'model'", "model");
   if (first_char(model) != '"') throw bad_request("field 'model' must be a string", "model");

@@ -71,7 +71,28 @@ TEST(PipelineSteps, BadRequestsNameTheField) {
   EXPECT_EQ(code_and_param(R"({"model":"m","messages":[],"stream":1})").second, "stream");
   EXPECT_EQ(code_and_param(R"({"model":"m","messages":[],"tools":{}})").second, "tools");
   EXPECT_EQ(code_and_param(R"({"model":"m","messages":[],"stream_options":true})").second, "stream_options");
+  EXPECT_EQ(code_and_param(R"({"model":"m","messages":[],"model":"n"})").second, "model");
+  EXPECT_EQ(code_and_param(R"({"model":"m","messages":[],"user":"a","user":"b"})").second, "user");
+  EXPECT_EQ(code_and_param("{\"model\":\"m\xC0\xAF\",\"messages\":[]}").first, "err_bad_request");
   EXPECT_NO_THROW(parse_forward_request("embeddings", R"({"model":"m","input":"x"})"));
+}
+
+TEST(PipelineSteps, Utf8AndDuplicateErrorsSayWhatIsWrong) {
+  auto message = [](const std::string& body) -> std::string {
+    try {
+      parse_forward_request("chat/completions", body);
+    } catch (const ProxyError& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  EXPECT_EQ(message("{\"model\":\"\xE2\x82\",\"messages\":[]}"),
+            "request body is not valid UTF-8 (RFC 8259 §8.1): ill-formed byte sequence at offset 10");
+  EXPECT_EQ(message(R"({"model":"m","messages":[],"model":"n"})"),
+            "field 'model' occurs more than once; send each top-level member once");
+  const std::string long_key(100, 'k');
+  const std::string m = message(R"({"model":"m","messages":[],")" + long_key + R"(":1,")" + long_key + R"(":2})");
+  EXPECT_EQ(m, "field '" + long_key.substr(0, 64) + "...' occurs more than once; send each top-level member once");
 }
 
 TEST(PipelineSteps, UpstreamErrorsKeepStatusAndMessage) {
