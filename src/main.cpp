@@ -25,7 +25,7 @@ ServerOptions server_options(const ProxyConfig& cfg) {
   o.max_body_bytes = cfg.max_body_bytes;
   o.request_timeout = std::chrono::milliseconds(cfg.request_timeout_ms);
   o.keepalive_timeout = std::chrono::milliseconds(cfg.keepalive_timeout_ms);
-  o.write_timeout = std::chrono::milliseconds(std::max(cfg.request_timeout_ms, cfg.stream_idle_timeout_ms));
+  o.write_timeout = std::chrono::milliseconds(cfg.client_write_timeout_ms);
   o.shutdown_grace = std::chrono::milliseconds(cfg.shutdown_grace_ms);
   o.on_thread_exit = [] { clear_connection_pool(); };
   return o;

@@ -54,7 +54,9 @@ struct ProxyConfig {
   int metrics_window_s = 300;
   // forwarding
   int backend_timeout_ms = 120000;
-  int stream_idle_timeout_ms = 60000;
+  int stream_idle_timeout_ms = 60000;     // the backend's silence only, never a slow client's
+  int client_write_timeout_ms = 60000;    // a client that accepts no bytes this long is cut off
+  std::uint64_t max_sse_event_bytes = 16ull << 20;  // one upstream SSE event, buffered whole
   int switch_wait_timeout_ms = 300000;
   bool disable_tool_normalization = false;
   // policy / normalisation

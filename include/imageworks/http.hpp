@@ -3,6 +3,7 @@
 // either whole (send) or as a chunked stream (start_stream / write_chunk / end_stream).
 // One Exchange per request; it lives on the session's coroutine frame.
 #include <array>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -46,6 +47,21 @@ class Exchange {
   int status() const { return status_; }
   std::uint64_t bytes_out() const { return bytes_out_; }
 
+  // Ending the exchange from outside (the server's shutdown): abort() records why and runs
+  // the hook the current step installed (the relay closes its upstream, so its pending read
+  // fails at once and it answers with `why`). The hook's owner clears it before it goes away.
+  void on_abort(void (*fn)(void*), void* ctx) noexcept {
+    abort_fn_ = fn;
+    abort_ctx_ = ctx;
+  }
+  void abort(ProxyError why) {
+    if (aborted_) return;
+    aborted_.emplace(std::move(why));
+    keep_alive_ = false;
+    if (abort_fn_) abort_fn_(abort_ctx_);
+  }
+  const std::optional<ProxyError>& aborted() const { return aborted_; }
+
   // Extra header for the next response head (e.g. Retry-After).
   void add_header(std::string name, std::string value) {
     extra_headers_.emplace_back(std::move(name), std::move(value));
@@ -84,6 +100,9 @@ class Exchange {
   int status_ = 0;
   std::uint64_t bytes_out_ = 0;
   std::vector<std::pair<std::string, std::string>> extra_headers_;
+  std::optional<ProxyError> aborted_;
+  void (*abort_fn_)(void*) = nullptr;
+  void* abort_ctx_ = nullptr;
 };
 
 }  // namespace imageworks

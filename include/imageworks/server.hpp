@@ -2,7 +2,7 @@
 // HTTP/1.1 server: one io_context per thread, a single acceptor handing connections out
 // round-robin, keep-alive sessions with header/body limits and read deadlines, and a
 // graceful stop (stop accepting, close idle connections, let in-flight requests finish up
-// to a grace period).
+// to a grace period, then end the rest with an error: a stream's last event says why).
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -27,8 +27,11 @@ struct ServerOptions {
   std::size_t max_header_fields = 100;
   std::chrono::milliseconds request_timeout{30000};
   std::chrono::milliseconds keepalive_timeout{60000};
-  std::chrono::milliseconds write_timeout{60000};
+  std::chrono::milliseconds write_timeout{60000};  // longest a client may accept no bytes
   std::chrono::milliseconds shutdown_grace{10000};
+  // After the grace period, exchanges still open are ended (streams get an error event and
+  // [DONE]); this bounds how long their last words may take before the loops stop.
+  std::chrono::milliseconds abort_grace{2000};
   // Runs on each event-loop thread after its loop ended (e.g. to close pooled sockets).
   std::function<void()> on_thread_exit;
 };
@@ -58,11 +61,15 @@ class Server {
   struct Session {
     explicit Session(TimedSocket::socket_type s) : stream(std::move(s)) {}
     Stream stream;
-    bool busy = false;  // a request is being handled (touched only on the session's context)
+    // Touched only on the session's context: a request is being handled, and its exchange.
+    bool busy = false;
+    Exchange* exchange = nullptr;
   };
   Task<void> accept_loop();
   Task<void> run_session(TimedSocket::socket_type socket);
   Task<void> drain();
+  std::size_t open_sessions();
+  void abort_open_exchanges();
   void begin_stop();
   void thread_exit();
 

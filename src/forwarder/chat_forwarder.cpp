@@ -29,7 +29,8 @@ Task<void> ChatForwarder::handle(Exchange& ex, std::string path) {
   prepare_payload(fr, *model.entry);
 
   RelaySettings settings{std::chrono::milliseconds(app_.cfg.backend_timeout_ms),
-                         std::chrono::milliseconds(app_.cfg.stream_idle_timeout_ms)};
+                         std::chrono::milliseconds(app_.cfg.stream_idle_timeout_ms),
+                         static_cast<std::size_t>(app_.cfg.max_sse_event_bytes)};
   RelayOutcome outcome;
   std::optional<ProxyError> failure;
   try {

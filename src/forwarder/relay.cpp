@@ -71,6 +71,8 @@ void build_upstream_request_head(Exchange& ex, const ForwardRequest& fr, const B
 // While the upstream works, the client socket is watched (TimedSocket::watch_peer): when
 // the client closed or reset the connection, the upstream is closed at once and the
 // backend stops generating. A client write failing during a stream ends the relay too.
+// An abort of the exchange (shutdown) closes the upstream the same way; the relay then
+// answers with the abort's error instead of a transport error.
 struct ClientWatch {
   UpstreamConnection* conn = nullptr;
   bool client_gone = false;
@@ -79,13 +81,25 @@ struct ClientWatch {
     w->client_gone = true;
     if (w->conn) w->conn->close();
   }
+  static void on_abort(void* self) {
+    auto* w = static_cast<ClientWatch*>(self);
+    if (w->conn) w->conn->close();
+  }
 };
 
-// Ends the watch when the relay ends, however it ends.
+// Ends the watch and the abort hook when the relay ends, however it ends.
 struct WatchGuard {
-  Stream& client;
-  ~WatchGuard() { client.unwatch_peer(); }
+  Exchange& ex;
+  ~WatchGuard() {
+    ex.stream().unwatch_peer();
+    ex.on_abort(nullptr, nullptr);
+  }
 };
+
+// The exchange was ended from outside (shutdown): that, not the closed socket, is the error.
+void throw_if_aborted(const Exchange& ex) {
+  if (ex.aborted()) throw *ex.aborted();
+}
 
 bool stale_connection_error(const beast::error_code& ec) {
   return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
@@ -135,13 +149,17 @@ Task<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr, const Bac
   beast::error_code ec;
   if (!parse_buffered(conn->buffer, p, ReadUntil::message, ec))  // usually it came with the head
     co_await read_upstream(*conn, p, ReadUntil::message, ec);
+  conn->tcp().expires_never();  // the backend's deadline does not run while the client reads
   RelayOutcome out;
   if (watch->client_gone) {
     out.client_gone = true;
     ex.set_close();
     co_return out;
   }
-  if (ec) throw transport_error(route, *conn, ec, true, s);
+  if (ec) {
+    throw_if_aborted(ex);
+    throw transport_error(route, *conn, ec, true, s);
+  }
   watch->conn = nullptr;
   if (p.keep_alive()) release_connection(std::move(conn));
   const int status = p.status();
@@ -166,7 +184,7 @@ Task<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const Ba
   std::string got;  // the body bytes of one upstream read
   got.reserve(kStreamReadBytes);
   p.body_to(&got);
-  SseParser sse;
+  SseParser sse(s.max_event_bytes);
   StreamRewriter rw(fr.requested_model, fr.usage_added);
   std::string out;
   out.reserve(kStreamReadBytes);
@@ -176,24 +194,34 @@ Task<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const Ba
   auto on_event = [&](const SseEvent& ev) { rw.on_event(ev.event, ev.data, ev.comment, out); };
 
   while (!p.is_done()) {
-    conn->tcp().expires_after(s.idle_timeout);
     beast::error_code ec;
-    // All complete chunks at hand make one client write.
-    if (!parse_buffered(conn->buffer, p, ReadUntil::progress, ec))
+    // All complete chunks at hand make one client write. The idle deadline covers the wait
+    // for the backend only: it is disarmed before the proxy waits for the client to take
+    // the bytes, so a slow reader is never blamed on the backend (§5 "Slow clients").
+    if (!parse_buffered(conn->buffer, p, ReadUntil::progress, ec)) {
+      conn->tcp().expires_after(s.idle_timeout);
       co_await read_upstream(*conn, p, ReadUntil::progress, ec);
-    if (watch->client_gone) break;
-    if (!got.empty()) {
-      sse.feed(got, on_event);
-      got.clear();
+      conn->tcp().expires_never();
     }
+    if (watch->client_gone) break;
+    try {
+      if (!got.empty()) sse.feed(got, on_event);
+      if (!ec && p.is_done()) sse.finish(on_event);
+    } catch (const SseTooLarge&) {
+      failure = ProxyError(502, "err_backend_error",
+                           "backend " + route.target->pool_key + " sent an SSE event larger than " +
+                               std::to_string(s.max_event_bytes) + " bytes (CHAT_PROXY_MAX_SSE_EVENT_BYTES)");
+    }
+    got.clear();
+    if (failure) break;
     if (ec) {
-      failure = transport_error(route, *conn, ec, false, s);
-      if (ec == http::error::partial_message || ec == http::error::end_of_stream || ec == asio::error::eof)
+      if (ex.aborted()) failure = *ex.aborted();
+      else if (ec == http::error::partial_message || ec == http::error::end_of_stream || ec == asio::error::eof)
         failure = ProxyError(502, "err_backend_unavailable", "backend " + route.target->pool_key +
                                                                  " closed the stream before it ended");
+      else failure = transport_error(route, *conn, ec, false, s);
       break;
     }
-    if (p.is_done()) sse.finish(on_event);
     if (out.empty()) continue;
     if (!ex.head_sent()) {
       result.ttft_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
@@ -208,7 +236,8 @@ Task<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const Ba
     ex.set_close();
     co_return result;
   }
-  if (failure && !ex.head_sent()) throw *failure;  // nothing went out yet: a real HTTP error
+  // Nothing went out and nothing is waiting to: a real HTTP error.
+  if (failure && !ex.head_sent() && out.empty()) throw *failure;
   if (failure) {
     rw.fail(*failure, out);
     result.error_code = failure->code;
@@ -240,10 +269,13 @@ Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRo
   ClientWatch watch_state;  // lives on this frame for the whole relay
   ClientWatch* watch = &watch_state;
   ex.stream().watch_peer(&ClientWatch::on_gone, watch);
-  WatchGuard guard{ex.stream()};
+  ex.on_abort(&ClientWatch::on_abort, watch);
+  WatchGuard guard{ex};
 
   for (int attempt = 0;; ++attempt) {
+    throw_if_aborted(ex);
     auto conn = co_await acquire_connection(*route.target, deadline);
+    throw_if_aborted(ex);  // it came while connecting: the hook had no connection to close
     watch->conn = conn.get();
     conn->tcp().expires_at(deadline);
     beast::error_code ec;
@@ -275,6 +307,7 @@ Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRo
     }
     if (ec) {
       watch->conn = nullptr;
+      throw_if_aborted(ex);
       // A pooled connection the backend closed meanwhile: one retry on a fresh one.
       if (conn->reused && attempt == 0 && stale_connection_error(ec)) continue;
       throw transport_error(route, *conn, ec, true, s);

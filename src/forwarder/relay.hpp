@@ -7,7 +7,8 @@ namespace imageworks {
 
 struct RelaySettings {
   std::chrono::milliseconds backend_timeout;  // connect + first byte / whole non-stream reply
-  std::chrono::milliseconds idle_timeout;     // gap between stream chunks
+  std::chrono::milliseconds idle_timeout;     // the backend's silence between stream chunks
+  std::size_t max_event_bytes;                // one upstream SSE event
 };
 
 Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,

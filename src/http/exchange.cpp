@@ -57,12 +57,18 @@ bool Exchange::write_now(const std::array<asio::const_buffer, N>& bufs, std::siz
   return done == total;
 }
 
+// The deadline measures the client's silence, not the length of the reply: every write that
+// takes bytes re-arms it, so a slow reader is served at its pace (and the relay, waiting
+// here, reads nothing more from the backend), while one that takes nothing for the write
+// timeout is cut off.
 template <std::size_t N>
 Task<void> Exchange::write_rest(std::array<asio::const_buffer, N> bufs, std::size_t done) {
-  stream_.expires_after(write_timeout_);
   beast::buffers_suffix<std::array<asio::const_buffer, N>> rest(bufs);
   rest.consume(done);
-  co_await asio::async_write(stream_, rest, use_task);
+  while (beast::buffer_bytes(rest) > 0) {
+    stream_.expires_after(write_timeout_);
+    rest.consume(co_await stream_.async_write_some(rest, use_task));
+  }
   stream_.expires_never();
 }
 

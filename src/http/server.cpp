@@ -111,19 +111,39 @@ void Server::begin_stop() {
   asio::co_spawn(*contexts_.front(), drain(), asio::detached);
 }
 
+std::size_t Server::open_sessions() {
+  std::lock_guard lk(sessions_mu_);
+  return sessions_.size();
+}
+
+// Each exchange still open is ended on its own thread: its relay closes the upstream and
+// answers with the error (an SSE error event and [DONE] once the stream has started).
+void Server::abort_open_exchanges() {
+  std::lock_guard lk(sessions_mu_);
+  for (auto& s : sessions_) {
+    asio::post(s->stream.get_executor(), [s] {
+      if (s->exchange) s->exchange->abort(ProxyError(503, "err_backend_unavailable", "proxy shutting down"));
+      else if (!s->busy) s->stream.cancel();
+    });
+  }
+}
+
 Task<void> Server::drain() {
   auto deadline = std::chrono::steady_clock::now() + opts_.shutdown_grace;
+  bool aborted = false;
   asio::steady_timer timer(co_await asio::this_coro::executor);
   for (;;) {
-    std::size_t open;
-    {
-      std::lock_guard lk(sessions_mu_);
-      open = sessions_.size();
-    }
+    const std::size_t open = open_sessions();
     if (open == 0) break;
     if (std::chrono::steady_clock::now() >= deadline) {
-      spdlog::warn("[server] grace period over with {} connection(s) still open", open);
-      break;
+      if (aborted) {
+        spdlog::warn("[server] {} connection(s) still open after their streams were ended: stopping", open);
+        break;
+      }
+      spdlog::warn("[server] grace period over with {} connection(s) still open: ending them", open);
+      abort_open_exchanges();
+      aborted = true;
+      deadline = std::chrono::steady_clock::now() + opts_.abort_grace;
     }
     timer.expires_after(std::chrono::milliseconds(20));
     co_await timer.async_wait(use_task);

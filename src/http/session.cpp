@@ -115,6 +115,11 @@ Task<void> Server::run_session(TimedSocket::socket_type socket) {
       make_request_id(req["x-request-id"], buffers.request_id);
       Exchange ex(stream, req, remote, buffers, opts_.write_timeout, stopping());
       s->busy = true;
+      s->exchange = &ex;
+      struct Unpublish {  // however the handler ends, the server must not see a dead exchange
+        Session& s;
+        ~Unpublish() { s.exchange = nullptr; }
+      } unpublish{*s};
       std::optional<ProxyError> failure;  // co_await is not allowed inside a catch block
       try {
         co_await handler_(ex);
@@ -133,7 +138,11 @@ Task<void> Server::run_session(TimedSocket::socket_type socket) {
       if (!ex.keep_alive()) break;
     }
   } catch (const std::exception& e) {
-    spdlog::debug("[http] connection ended: {}", e.what());
+    if (stream.expired())
+      spdlog::warn("[http] client {} accepted no bytes for {} ms: disconnected", remote.address().to_string(),
+                   opts_.write_timeout.count());
+    else
+      spdlog::debug("[http] connection ended: {}", e.what());
   }
   beast::error_code ec;
   stream.socket().shutdown(tcp::socket::shutdown_send, ec);
