@@ -10,6 +10,7 @@
 
 #include "imageworks/app.hpp"
 #include "imageworks/forwarder.hpp"
+#include "imageworks/gpu.hpp"
 #include "imageworks/server.hpp"
 #include "routes/routes.hpp"
 
@@ -34,6 +35,9 @@ ServerOptions server_options(const ProxyConfig& cfg) {
 int serve(const ProxyConfig& cfg) {
   App app(cfg);
   app.registry.start_watching();
+  GpuCoordinator gpu(cfg, [&cfg](Executor ex) { return make_vllm_control(ex, cfg); });
+  gpu.start();  // adopts a vLLM server a previous run left (state file)
+  app.gpu = &gpu;
   ChatForwarder forwarder(app);
   app.forward = [&forwarder](Exchange& ex, std::string path) { return forwarder.handle(ex, std::move(path)); };
   Server server(server_options(cfg), [&app](Exchange& ex) { return routes::dispatch(app, ex); });
@@ -43,6 +47,9 @@ int serve(const ProxyConfig& cfg) {
   std::printf("imageworks-chat-proxy listening on http://%s:%u\n", cfg.host.c_str(), port);
   std::fflush(stdout);
   server.run();
+  // Streams are drained: now stop the child vLLM and unload Ollama (§8 shutdown).
+  gpu.stop(cfg.release_on_exit);
+  app.gpu = nullptr;
   app.registry.stop();
   spdlog::info("[server] stopped");
   spdlog::shutdown();

@@ -13,6 +13,8 @@
 
 namespace imageworks {
 
+class GpuCoordinator;
+
 // Owns the RegistryLoader on a private thread: the poll loop and explicit reloads run
 // there (file reads never block the event loop) and publish snapshots through the holder.
 class RegistryService {
@@ -43,6 +45,9 @@ struct App {
   const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   // Relay of POST /v1/<route> to the model's backend (the ChatForwarder); set by main.
   std::function<Task<void>(Exchange&, std::string path)> forward;
+  // The GPU's owner (vLLM processes, Ollama unloads); set by main, null in tools and tests
+  // that need no process control.
+  GpuCoordinator* gpu = nullptr;
 };
 
 ListingOptions listing_options(const ProxyConfig& cfg);

@@ -29,5 +29,8 @@ std::string error_body(int status, std::string_view code, std::string_view messa
 inline std::string error_body(const ProxyError& e) {
   return error_body(e.status, e.code, e.what(), e.param);
 }
+// How a stream that already started ends on an error (§5): the error as a last SSE event,
+// then [DONE]. Appends both frames to `out`.
+void append_sse_error(std::string& out, const ProxyError& e);
 
 }  // namespace imageworks

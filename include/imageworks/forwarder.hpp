@@ -43,7 +43,8 @@ struct RelayOutcome {
 
 // Pipeline steps as plain functions (unit-testable, no I/O).
 ForwardRequest parse_forward_request(std::string_view route, std::string body);
-BackendRoute backend_route(const ProxyConfig& cfg, const ModelEntry& entry);
+// `managed_base_url`: where the GPU coordinator's lease says a managed vLLM listens.
+BackendRoute backend_route(const ProxyConfig& cfg, const ModelEntry& entry, std::string_view managed_base_url = {});
 void prepare_payload(ForwardRequest& fr, const ModelEntry& entry);
 // Reshape an upstream error reply into our error form (§9), keeping its status.
 ProxyError upstream_error(int status, std::string_view body);

@@ -42,6 +42,9 @@ class Exchange {
   // Where the forwarder builds the upstream request head (kept until the exchange ends).
   std::string& upstream_head_buffer() { return upstream_head_; }
   bool head_sent() const { return head_sent_; }
+  // The response is an SSE stream whose head went out and which has not ended: an error now
+  // becomes a last event + [DONE] (fail_stream), not an HTTP status (STYLE "One response state").
+  bool sse_open() const { return sse_open_; }
   bool keep_alive() const { return keep_alive_; }
   void set_close() { keep_alive_ = false; }
   int status() const { return status_; }
@@ -61,6 +64,10 @@ class Exchange {
     if (abort_fn_) abort_fn_(abort_ctx_);
   }
   const std::optional<ProxyError>& aborted() const { return aborted_; }
+  // After an operation failed: if the exchange was aborted, that (not the failure) is the error.
+  void throw_if_aborted() const {
+    if (aborted_) throw *aborted_;
+  }
 
   // Extra header for the next response head (e.g. Retry-After).
   void add_header(std::string name, std::string value) {
@@ -80,6 +87,8 @@ class Exchange {
                                      std::string_view first_chunk = {});
   Task<void> write_chunk(std::string_view data);
   Task<void> end_stream(std::string_view last_data = {});
+  // Ends an open SSE stream with the error event and [DONE].
+  Task<void> fail_stream(const ProxyError& e);
 
  private:
   template <std::size_t N>
@@ -97,6 +106,7 @@ class Exchange {
   std::chrono::milliseconds write_timeout_;
   bool keep_alive_;
   bool head_sent_ = false;
+  bool sse_open_ = false;
   int status_ = 0;
   std::uint64_t bytes_out_ = 0;
   std::vector<std::pair<std::string, std::string>> extra_headers_;

@@ -1,7 +1,9 @@
 // ChatForwarder::handle reads top to bottom as the pipeline of §5:
-// parse → resolve → backend → payload → send upstream → relay (whole or stream) → record.
+// parse → resolve → GPU lease (may switch models) → backend → payload → send upstream →
+// relay (whole or stream) → record.
 #include <spdlog/spdlog.h>
 
+#include "forwarder/loading_feedback.hpp"
 #include "forwarder/relay.hpp"
 #include "imageworks/forwarder.hpp"
 
@@ -25,7 +27,25 @@ Task<void> ChatForwarder::handle(Exchange& ex, std::string path) {
   ForwardRequest fr = parse_forward_request(std::string_view(path).substr(4), std::move(ex.request().body()));
   auto snap = app_.registry.snapshot();  // held for the whole request: reloads do not disturb it
   const ListedModel& model = resolve_model(*snap, fr);
-  BackendRoute route = backend_route(app_.cfg, *model.entry);
+  // A model on the GPU (Ollama, managed vLLM) waits for its lease: maybe a switch (§5, §8).
+  // The lease is held until the reply is relayed, so no switch unloads a model under it.
+  GpuLease lease;
+  if (app_.gpu && app_.gpu->manages(*model.entry)) {
+    LoadingFeedback feedback(ex, fr.stream, model.id);
+    bool left = false;
+    try {
+      lease = co_await app_.gpu->acquire(*model.entry, &feedback);
+    } catch (const ClientGone&) {
+      left = true;
+    }
+    if (left) {
+      ex.throw_if_aborted();  // shutdown: the stream gets its error event
+      ex.set_close();
+      co_return;
+    }
+    co_await feedback.finish();
+  }
+  BackendRoute route = backend_route(app_.cfg, *model.entry, lease.base_url());
   prepare_payload(fr, *model.entry);
 
   RelaySettings settings{std::chrono::milliseconds(app_.cfg.backend_timeout_ms),

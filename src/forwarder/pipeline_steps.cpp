@@ -85,16 +85,16 @@ ForwardRequest parse_forward_request(std::string_view route, std::string body) {
   return fr;
 }
 
-BackendRoute backend_route(const ProxyConfig& cfg, const ModelEntry& e) {
+BackendRoute backend_route(const ProxyConfig& cfg, const ModelEntry& e, std::string_view managed_base_url) {
   BackendRoute r;
   r.backend = e.backend;
-  const std::string& base =
-      e.backend == "ollama" && e.backend_config.base_url.empty() ? cfg.ollama_base_url : e.backend_config.base_url;
+  std::string base = !e.backend_config.base_url.empty() ? e.backend_config.base_url
+                     : e.backend == "ollama"            ? cfg.ollama_base_url
+                                                        : std::string(managed_base_url);
   if (base.empty()) {
     throw ProxyError(503, "err_backend_unavailable",
                      "model '" + e.name + "' is a managed " + e.backend +
-                         " entry (no backend_config.base_url) and this proxy has no process manager "
-                         "for it yet; give the entry a base_url");
+                         " entry (no backend_config.base_url) and no server is running for it");
   }
   // Parsed once per URL and thread: the registry's URLs are few and this runs per request.
   thread_local std::unordered_map<std::string, std::shared_ptr<const UpstreamTarget>> parsed;

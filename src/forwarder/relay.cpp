@@ -96,11 +96,6 @@ struct WatchGuard {
   }
 };
 
-// The exchange was ended from outside (shutdown): that, not the closed socket, is the error.
-void throw_if_aborted(const Exchange& ex) {
-  if (ex.aborted()) throw *ex.aborted();
-}
-
 bool stale_connection_error(const beast::error_code& ec) {
   return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
          ec == asio::error::broken_pipe || ec == http::error::partial_message;
@@ -157,7 +152,7 @@ Task<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr, const Bac
     co_return out;
   }
   if (ec) {
-    throw_if_aborted(ex);
+    ex.throw_if_aborted();
     throw transport_error(route, *conn, ec, true, s);
   }
   watch->conn = nullptr;
@@ -168,6 +163,9 @@ Task<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr, const Bac
     if (!p.retry_after().empty()) ex.add_header("Retry-After", p.retry_after());
     throw err;
   }
+  if (ex.head_sent())  // the SSE response opened for loading feedback cannot carry a whole reply
+    throw ProxyError(502, "err_backend_error",
+                     "backend " + route.target->pool_key + " answered a streaming request with a whole reply");
   restore_model_and_read_usage(body, json_quote(fr.requested_model), out);
   auto ct = p.content_type();
   co_await ex.send(static_cast<http::status>(status), std::move(body), ct.empty() ? "application/json" : ct);
@@ -223,8 +221,9 @@ Task<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const Ba
       break;
     }
     if (out.empty()) continue;
-    if (!ex.head_sent()) {
+    if (!result.ttft_ms)
       result.ttft_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+    if (!ex.head_sent()) {  // (loading feedback may have opened the response already)
       co_await ex.start_stream(http::status::ok, "text/event-stream", out);
     } else {
       co_await ex.write_chunk(out);
@@ -273,9 +272,9 @@ Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRo
   WatchGuard guard{ex};
 
   for (int attempt = 0;; ++attempt) {
-    throw_if_aborted(ex);
+    ex.throw_if_aborted();
     auto conn = co_await acquire_connection(*route.target, deadline);
-    throw_if_aborted(ex);  // it came while connecting: the hook had no connection to close
+    ex.throw_if_aborted();  // it came while connecting: the hook had no connection to close
     watch->conn = conn.get();
     conn->tcp().expires_at(deadline);
     beast::error_code ec;
@@ -307,7 +306,7 @@ Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRo
     }
     if (ec) {
       watch->conn = nullptr;
-      throw_if_aborted(ex);
+      ex.throw_if_aborted();
       // A pooled connection the backend closed meanwhile: one retry on a fresh one.
       if (conn->reused && attempt == 0 && stale_connection_error(ec)) continue;
       throw transport_error(route, *conn, ec, true, s);

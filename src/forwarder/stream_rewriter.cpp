@@ -168,8 +168,8 @@ void StreamRewriter::finish(std::string& out) {
 
 void StreamRewriter::fail(const ProxyError& e, std::string& out) {
   if (done_) return;
-  append_frame(out, error_body(e));
-  finish(out);
+  done_ = true;
+  append_sse_error(out, e);
 }
 
 }  // namespace imageworks

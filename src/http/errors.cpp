@@ -48,4 +48,10 @@ std::string error_body(int status, std::string_view code, std::string_view messa
   return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+void append_sse_error(std::string& out, const ProxyError& e) {
+  out += "data: ";
+  out += error_body(e);
+  out += "\n\ndata: [DONE]\n\n";
+}
+
 }  // namespace imageworks

@@ -95,6 +95,7 @@ static void append_chunk(std::string& out, std::string_view data) {
 Task<void> Exchange::start_stream(http::status status, std::string_view content_type,
                                              std::string_view first_chunk) {
   append_head(status, content_type, true, 0);
+  sse_open_ = content_type == "text/event-stream";
   append_chunk(scratch_, first_chunk);  // head and first chunk in one write
   const std::array<asio::const_buffer, 1> bufs{asio::buffer(scratch_)};
   if (std::size_t done; !write_now(bufs, done)) co_await write_rest(bufs, done);
@@ -109,11 +110,18 @@ Task<void> Exchange::write_chunk(std::string_view data) {
 }
 
 Task<void> Exchange::end_stream(std::string_view last_data) {
+  sse_open_ = false;
   scratch_.clear();
   append_chunk(scratch_, last_data);
   scratch_.append("0\r\n\r\n");
   const std::array<asio::const_buffer, 1> bufs{asio::buffer(scratch_)};
   if (std::size_t done; !write_now(bufs, done)) co_await write_rest(bufs, done);
+}
+
+Task<void> Exchange::fail_stream(const ProxyError& e) {
+  std::string frames;
+  append_sse_error(frames, e);
+  co_await end_stream(frames);
 }
 
 }  // namespace imageworks

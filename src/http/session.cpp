@@ -124,16 +124,17 @@ Task<void> Server::run_session(TimedSocket::socket_type socket) {
       try {
         co_await handler_(ex);
       } catch (const ProxyError& e) {
-        if (ex.head_sent()) throw;
+        if (ex.head_sent() && !ex.sse_open()) throw;
         failure = e;
       } catch (const beast::system_error&) {
         throw;  // the client connection itself failed: nothing more to say on it
       } catch (const std::exception& e) {
-        if (ex.head_sent()) throw;
+        if (ex.head_sent() && !ex.sse_open()) throw;
         spdlog::error("[http] {} {}: internal error: {}", ex.request_id(), std::string(req.target()), e.what());
         failure = ProxyError(500, "err_internal", std::string("internal error: ") + e.what());
       }
-      if (failure) co_await ex.send_error(*failure);
+      if (failure && ex.sse_open()) co_await ex.fail_stream(*failure);
+      else if (failure) co_await ex.send_error(*failure);
       s->busy = false;
       if (!ex.keep_alive()) break;
     }

@@ -2,20 +2,12 @@
 // registry's state; "degraded" (still 200) when the last load reported issues.
 #include <ctime>
 
+#include "imageworks/time_format.hpp"
 #include "routes/routes.hpp"
 
 namespace imageworks::routes {
 
 namespace {
-
-std::string iso8601(std::chrono::system_clock::time_point tp) {
-  std::time_t t = std::chrono::system_clock::to_time_t(tp);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 nlohmann::json issues_json(const RegistrySnapshot& snap) {
   auto arr = nlohmann::json::array();

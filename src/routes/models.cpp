@@ -1,5 +1,6 @@
 // GET /v1/models and /v1/models/{id}: answered from the registry snapshot at once (§5:
 // OpenWebUI calls this before nearly every chat and must never wait on a backend).
+#include "imageworks/gpu.hpp"
 #include "routes/routes.hpp"
 
 namespace imageworks::routes {
@@ -13,9 +14,18 @@ std::string model_body(const RegistrySnapshot& snap, const ListedModel& m, bool 
 
 }  // namespace
 
+// The model holding the GPU, from the coordinator's published state (never a wait).
+static std::string active_logical_name(const App& app) {
+  if (!app.gpu) return {};
+  auto s = app.gpu->state();
+  if (s->vllm.state == BackendState::ready) return s->vllm.logical_name;
+  if (s->holder.kind == GpuTarget::Kind::ollama) return s->ollama_model;
+  return {};
+}
+
 Task<void> list_models(App& app, Exchange& ex) {
   auto snap = app.registry.snapshot();
-  co_await ex.send_json(http::status::ok, models_list(*snap, app.cfg.suppress_decorations).dump());
+  co_await ex.send_json(http::status::ok, models_list(*snap, app.cfg.suppress_decorations, active_logical_name(app)).dump());
 }
 
 Task<void> get_model(App& app, Exchange& ex, std::string id) {

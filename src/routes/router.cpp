@@ -102,6 +102,16 @@ Task<void> dispatch(App& app, Exchange& ex) {
     require_admin_client(app, ex);
     return reload_registry(app, ex);
   }
+  if (path == "/v1/admin/activate" || path == "/v1/admin/deactivate" || path == "/v1/admin/state") {
+    require_method(ex, path == "/v1/admin/state" ? http::verb::get : http::verb::post);
+    require_admin_client(app, ex);
+    if (path == "/v1/admin/state") return admin_state(app, ex);
+    return path == "/v1/admin/activate" ? admin_activate(app, ex) : admin_deactivate(app, ex);
+  }
+  if (path == "/v1/autostart/status") {
+    require_method(ex, http::verb::get);
+    return autostart_status(app, ex);
+  }
   if (app.forward && path.starts_with("/v1/") && ex.request().method() == http::verb::post) {
     return app.forward(ex, std::move(path));
   }

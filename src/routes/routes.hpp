@@ -12,6 +12,10 @@ Task<void> list_models(App& app, Exchange& ex);
 Task<void> get_model(App& app, Exchange& ex, std::string id);
 Task<void> debug_registry(App& app, Exchange& ex);
 Task<void> reload_registry(App& app, Exchange& ex);
+Task<void> admin_activate(App& app, Exchange& ex);
+Task<void> admin_deactivate(App& app, Exchange& ex);
+Task<void> admin_state(App& app, Exchange& ex);
+Task<void> autostart_status(App& app, Exchange& ex);
 
 // Plain helpers (testable, and JSON built outside coroutine bodies: GCC 12 quirk).
 std::string health_body(const App& app);

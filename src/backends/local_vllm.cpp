@@ -1,0 +1,305 @@
+// VllmManager, local single-port mode (§8): the server is a child process in its own group,
+// its output in <state dir>/logs/, its pid in the state file (written atomically) so a
+// restarted proxy adopts it — children outlive a crashed proxy on purpose (no parent-death
+// signal). Its exit is an event on the owner's loop (pidfd), so a crash is noticed at once.
+#include <csignal>
+#include <fstream>
+
+#include <spdlog/spdlog.h>
+
+#include "imageworks/process.hpp"
+#include "imageworks/simple_http.hpp"
+#include "imageworks/time_format.hpp"
+#include "imageworks/vllm_manager.hpp"
+
+namespace imageworks {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr auto kHealthPoll = 100ms;       // between /health probes while starting
+constexpr auto kHealthTimeout = 2000ms;   // one probe
+constexpr auto kKillWait = 5000ms;        // after SIGKILL, for the kernel to take it down
+
+std::string sanitized(std::string_view name) {
+  std::string out;
+  for (char c : name) out += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.') ? c : '_';
+  return out.empty() ? "model" : out;
+}
+
+// A running server process and the means to learn that it exited.
+struct Child {
+  Child(Executor ex, pid_t pid, bool ours) : pid(pid), ours(ours), watch(ex, pid), exit_event(ex) {}
+  pid_t pid;
+  bool ours;  // our child (reaped by us), or adopted from the state file
+  ProcessExitWatch watch;
+  asio::steady_timer exit_event;  // cancelled when the process exits
+  bool exited = false;
+  int exit_code = -1;
+};
+
+std::string state_json(const VllmStatus& s, unsigned long long start_ticks) {
+  nlohmann::json j = nlohmann::json::object();
+  j["logical_name"] = s.logical_name;
+  j["served_model_id"] = s.served_model_id;
+  j["pid"] = s.pid;
+  j["port"] = s.port;
+  j["started_at"] = iso8601(s.started_at);
+  j["state"] = to_string(s.state);
+  j["log_path"] = s.log_path;
+  j["start_ticks"] = start_ticks;
+  return j.dump(2) + "\n";
+}
+
+class LocalVllm final : public VllmControl {
+ public:
+  LocalVllm(Executor owner, const ProxyConfig& cfg)
+      : ex_(owner), cfg_(cfg), state_path_(cfg.vllm_state_path) {}
+
+  const VllmStatus& status() const override { return st_; }
+
+  Task<void> recover() override {
+    auto recorded = read_state_file();
+    if (!recorded) co_return;
+    const pid_t pid = recorded->value("pid", 0);
+    const auto ticks = recorded->value("start_ticks", 0ull);
+    if (pid <= 0 || !process_alive(pid) || (ticks && process_start_ticks(pid) != ticks)) {
+      spdlog::info("[vllm-manager] recorded server (pid {}) is gone: removing {}", pid, state_path_.string());
+      remove_state_file();
+      co_return;
+    }
+    child_ = std::make_shared<Child>(ex_, pid, false);
+    st_ = VllmStatus{};
+    st_.logical_name = recorded->value("logical_name", "");
+    st_.served_model_id = recorded->value("served_model_id", "");
+    st_.pid = pid;
+    st_.port = recorded->value("port", cfg_.vllm_port);
+    st_.log_path = recorded->value("log_path", "");
+    st_.base_url = "http://127.0.0.1:" + std::to_string(st_.port);
+    st_.started_at = std::chrono::system_clock::now();
+    st_.adopted = true;
+    start_ticks_ = ticks;
+    asio::co_spawn(ex_, monitor(child_), asio::detached);
+    const bool healthy = co_await probe_health();
+    st_.state = healthy ? BackendState::ready : BackendState::starting;
+    spdlog::info("[vllm-manager] adopted running server '{}' (pid {}, port {}, {})", st_.logical_name, pid,
+                 st_.port, healthy ? "healthy" : "not healthy yet");
+  }
+
+  Task<void> activate(const ModelEntry& entry) override {
+    if (child_ && !child_->exited && st_.logical_name == entry.name) {
+      if (st_.state == BackendState::ready) co_return;
+      if (st_.state == BackendState::starting) {  // an adopted server still loading
+        co_await wait_until_healthy(entry, std::chrono::steady_clock::now() + start_timeout());
+        co_return;
+      }
+    }
+    if (child_) co_await deactivate();
+    co_await start(entry);
+  }
+
+  Task<void> deactivate() override {
+    auto c = child_;
+    if (!c) {
+      remove_state_file();
+      co_return;
+    }
+    st_.state = BackendState::stopping;
+    const auto grace = std::chrono::seconds(cfg_.vllm_stop_grace_s);
+    spdlog::info("[vllm-manager] stopping '{}' (pid {}): SIGTERM, SIGKILL after {} s", st_.logical_name, c->pid,
+                 cfg_.vllm_stop_grace_s);
+    signal_group(c->pid, SIGTERM);
+    if (!co_await wait_exit(c, grace)) {
+      spdlog::warn("[vllm-manager] '{}' (pid {}) ignored SIGTERM for {} s: SIGKILL", st_.logical_name, c->pid,
+                   cfg_.vllm_stop_grace_s);
+      signal_group(c->pid, SIGKILL);
+      co_await wait_exit(c, kKillWait);
+    }
+    signal_group(c->pid, SIGKILL);  // workers left in the group would hold VRAM
+    finish_stop(c, "stopped");
+  }
+
+ private:
+  std::chrono::seconds start_timeout() const { return std::chrono::seconds(cfg_.vllm_start_timeout_s); }
+  int port_for(const ModelEntry& e) const {
+    return !cfg_.vllm_single_port && e.backend_config.port > 0 ? e.backend_config.port : cfg_.vllm_port;
+  }
+
+  Task<void> start(const ModelEntry& entry) {
+    const int port = port_for(entry);
+    const std::string base = "http://127.0.0.1:" + std::to_string(port);
+    if (co_await port_answers(base))
+      throw ProxyError(502, "err_backend_unavailable",
+                       "port " + std::to_string(port) + " is already in use by a process this proxy does not manage; "
+                       "stop it or set CHAT_PROXY_VLLM_PORT");
+    const auto argv = vllm_command(entry, cfg_, port);
+    st_ = VllmStatus{};
+    st_.logical_name = entry.name;
+    st_.served_model_id = entry.upstream_model();
+    st_.port = port;
+    st_.base_url = base;
+    st_.log_path = (state_path_.parent_path() / "logs" / ("vllm-" + sanitized(entry.name) + ".log")).string();
+    st_.started_at = st_.last_start = std::chrono::system_clock::now();
+    st_.state = BackendState::starting;
+    pid_t pid;
+    try {
+      pid = spawn_in_own_group(argv, st_.log_path);
+    } catch (const std::exception& e) {
+      st_.state = BackendState::stopped;
+      st_.last_error = e.what();
+      throw ProxyError(502, "err_backend_unavailable", std::string("vLLM for '") + entry.name + "': " + e.what());
+    }
+    child_ = std::make_shared<Child>(ex_, pid, true);
+    st_.pid = pid;
+    start_ticks_ = process_start_ticks(pid).value_or(0);
+    write_state_file();
+    asio::co_spawn(ex_, monitor(child_), asio::detached);
+    spdlog::info("[vllm-manager] starting '{}' (pid {}, port {}): {} (log {})", entry.name, pid, port,
+                 argv.front(), st_.log_path);
+    co_await wait_until_healthy(entry, std::chrono::steady_clock::now() + start_timeout());
+  }
+
+  Task<void> wait_until_healthy(const ModelEntry& entry, std::chrono::steady_clock::time_point deadline) {
+    auto c = child_;
+    asio::steady_timer pause(ex_);
+    const auto began = std::chrono::steady_clock::now();
+    for (;;) {
+      if (c->exited) {
+        const std::string why = "vLLM for '" + entry.name + "' exited with code " + std::to_string(c->exit_code) +
+                                " while starting; see " + st_.log_path;
+        signal_group(c->pid, SIGKILL);
+        finish_stop(c, why);
+        throw ProxyError(502, "err_backend_unavailable", why);
+      }
+      if (child_ != c) throw ProxyError(502, "err_backend_unavailable", "the vLLM start was superseded");
+      if (co_await probe_health()) break;
+      if (std::chrono::steady_clock::now() >= deadline) {
+        st_.last_error = "vLLM for '" + entry.name + "' did not become ready within " +
+                         std::to_string(cfg_.vllm_start_timeout_s) + " s (CHAT_PROXY_VLLM_START_TIMEOUT_S); see " +
+                         st_.log_path;
+        const std::string why = st_.last_error;
+        co_await deactivate();
+        st_.last_error = why;
+        throw ProxyError(503, "err_model_start_timeout", why);
+      }
+      pause.expires_after(kHealthPoll);
+      co_await pause.async_wait(use_task);
+    }
+    st_.state = BackendState::ready;
+    write_state_file();
+    spdlog::info("[vllm-manager] '{}' ready after {:.1f} s", entry.name,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
+  }
+
+  // 200 from /health; refused, 503 (still loading) or no answer: not yet.
+  Task<bool> probe_health() {
+    try {
+      auto r = co_await simple_http(st_.base_url, http::verb::get, "/health", {}, kHealthTimeout);
+      co_return r.status == 200;
+    } catch (const SimpleHttpError&) {
+      co_return false;
+    }
+  }
+
+  Task<bool> port_answers(const std::string& base) {
+    try {
+      co_await simple_http(base, http::verb::get, "/health", {}, kHealthTimeout);
+      co_return true;
+    } catch (const SimpleHttpError& e) {
+      co_return !e.refused;
+    }
+  }
+
+  // The only waiter on the pidfd: records the exit and wakes whoever waits for it.
+  Task<void> monitor(std::shared_ptr<Child> c) {
+    if (!co_await c->watch.wait()) co_return;
+    c->exited = true;
+    if (c->ours) c->exit_code = reap_child(c->pid).value_or(-1);
+    c->exit_event.cancel();
+    if (child_ != c || st_.state == BackendState::stopping) co_return;
+    const std::string why = "vLLM server '" + st_.logical_name + "' (pid " + std::to_string(c->pid) +
+                            ") exited on its own with code " + std::to_string(c->exit_code) + "; see " + st_.log_path;
+    spdlog::error("[vllm-manager] {}", why);
+    if (st_.state == BackendState::starting) co_return;  // the start loop reports it
+    signal_group(c->pid, SIGKILL);
+    finish_stop(c, why);
+    if (on_unexpected_exit) on_unexpected_exit(why);
+  }
+
+  Task<bool> wait_exit(const std::shared_ptr<Child>& c, std::chrono::milliseconds timeout) {
+    if (c->exited) co_return true;
+    c->exit_event.expires_after(timeout);
+    beast::error_code ec;
+    co_await c->exit_event.async_wait(asio::redirect_error(use_task, ec));
+    co_return c->exited;
+  }
+
+  void finish_stop(const std::shared_ptr<Child>& c, const std::string& why) {
+    if (child_ != c) return;
+    child_.reset();
+    const std::string error = why == "stopped" ? std::string() : why;
+    st_.state = BackendState::stopped;
+    st_.pid = 0;
+    st_.last_stop = std::chrono::system_clock::now();
+    st_.last_error = error;
+    st_.adopted = false;
+    remove_state_file();
+  }
+
+  std::optional<nlohmann::json> read_state_file() {
+    std::ifstream in(state_path_);
+    if (!in) return std::nullopt;
+    auto j = nlohmann::json::parse(in, nullptr, false);
+    if (!j.is_object()) {
+      spdlog::warn("[vllm-manager] {} is not a JSON object: ignored and removed", state_path_.string());
+      remove_state_file();
+      return std::nullopt;
+    }
+    return j;
+  }
+
+  // Written whole to a temporary file, then renamed over the old one: a reader (or a proxy
+  // that crashed mid-write) never sees half a file.
+  void write_state_file() {
+    std::error_code ec;
+    if (state_path_.has_parent_path()) fs::create_directories(state_path_.parent_path(), ec);
+    const fs::path tmp = state_path_.string() + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << state_json(st_, start_ticks_);
+      out.flush();
+      if (!out) {
+        spdlog::error("[vllm-manager] cannot write {}", tmp.string());
+        return;
+      }
+    }
+    fs::rename(tmp, state_path_, ec);
+    if (ec) spdlog::error("[vllm-manager] cannot replace {}: {}", state_path_.string(), ec.message());
+  }
+
+  void remove_state_file() {
+    std::error_code ec;
+    fs::remove(state_path_, ec);
+  }
+
+  Executor ex_;
+  const ProxyConfig& cfg_;
+  fs::path state_path_;
+  VllmStatus st_;
+  std::shared_ptr<Child> child_;
+  unsigned long long start_ticks_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<VllmControl> make_local_vllm(Executor owner, const ProxyConfig& cfg) {
+  return std::make_unique<LocalVllm>(owner, cfg);
+}
+
+std::unique_ptr<VllmControl> make_vllm_control(Executor owner, const ProxyConfig& cfg) {
+  return make_local_vllm(owner, cfg);  // remote mode: not built yet
+}
+
+}  // namespace imageworks
