@@ -97,7 +97,11 @@ struct GpuCoordinator::Core {
   // ---- the queue ------------------------------------------------------------------------
   void enqueue(std::shared_ptr<Ticket> t) {
     if (stopping) return fail(t, ProxyError(503, "err_backend_unavailable", "proxy shutting down"));
-    if (!switching && queue.empty() && holder == t->target && !t->force) return grant(t);
+    if (!switching && queue.empty() && holder == t->target && !t->force) {
+      grant(t);
+      publish();
+      return;
+    }
     queue.push_back(t);
     tell(t, "");  // the request may open its SSE response now
     pump();
