@@ -1,4 +1,5 @@
-// imageworks-chat-proxy: serve (default) | config | models list [--json]
+// imageworks-chat-proxy: serve (default) | config | models list [--json] | activate-model NAME|--stop |
+// current-model | vllm-executor
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -8,6 +9,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "imageworks/admin_cli.hpp"
 #include "imageworks/app.hpp"
 #include "imageworks/forwarder.hpp"
 #include "imageworks/gpu.hpp"
@@ -75,7 +77,9 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("imageworks"));
   std::vector<std::string> args(argv + 1, argv + argc);
   // Installed as imageworks-models (symlink): run the models subcommands.
-  if (std::filesystem::path(argv[0]).filename() == "imageworks-models") args.insert(args.begin(), "models");
+  if (std::filesystem::path(argv[0]).filename() == "imageworks-models" &&
+      (args.empty() || (args.front() != "activate-model" && args.front() != "current-model")))
+    args.insert(args.begin(), "models");
 
   CLI::App cli{"imageworks-chat-proxy: one OpenAI-compatible /v1 for every model of a GPU workstation"};
   EnvMap flags;
@@ -93,7 +97,17 @@ int main(int argc, char** argv) {
   bool as_json = false;
   list_cmd->add_flag("--json", as_json, "print the /v1/models JSON");
   models_cmd->require_subcommand(1);
-  for (auto* sub : {serve_cmd, config_cmd, models_cmd, list_cmd}) sub->fallthrough();
+  AdminCommand admin;
+  auto* activate_cmd = cli.add_subcommand("activate-model", "make a model hold the GPU on a running proxy");
+  activate_cmd->add_option("NAME", admin.model, "any name /v1/models accepts, or a logical name");
+  bool stop = false;
+  activate_cmd->add_flag("--stop", stop, "free the GPU instead (stop vLLM, unload Ollama)");
+  auto* current_cmd = cli.add_subcommand("current-model", "print the model holding the GPU (or none)");
+  auto* executor_cmd = cli.add_subcommand("vllm-executor", "serve /admin/* for a proxy in remote vLLM mode");
+  for (auto* sub : {activate_cmd, current_cmd})
+    sub->add_option("--url", admin.url, "the proxy (default http://CHAT_PROXY_HOST:CHAT_PROXY_PORT)");
+  for (auto* sub : {serve_cmd, config_cmd, models_cmd, list_cmd, activate_cmd, current_cmd, executor_cmd})
+    sub->fallthrough();
   cli.require_subcommand(0, 1);
 
   std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
@@ -123,6 +137,16 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (list_cmd->parsed()) return print_models(cfg, as_json);
+    if (activate_cmd->parsed()) {
+      if (!stop && admin.model.empty()) {
+        std::cerr << "imageworks-chat-proxy: activate-model needs a NAME (or --stop)\n";
+        return 2;
+      }
+      admin.kind = stop ? AdminCommand::Kind::stop : AdminCommand::Kind::activate;
+      return run_admin_command(cfg, admin);
+    }
+    if (current_cmd->parsed()) return run_admin_command(cfg, admin);
+    if (executor_cmd->parsed()) return run_vllm_executor(cfg);
     return serve(cfg);
   } catch (const std::exception& e) {
     std::cerr << "imageworks-chat-proxy: " << e.what() << "\n";

@@ -53,8 +53,13 @@ class VllmControl {
 };
 
 std::unique_ptr<VllmControl> make_local_vllm(Executor owner, const ProxyConfig& cfg);
+std::unique_ptr<VllmControl> make_remote_vllm(Executor owner, const ProxyConfig& cfg);
 // Local, or remote when CHAT_PROXY_VLLM_REMOTE_URL is set.
 std::unique_ptr<VllmControl> make_vllm_control(Executor owner, const ProxyConfig& cfg);
+
+// `imageworks-chat-proxy vllm-executor`: the local manager behind /admin/* on CHAT_PROXY_HOST
+// and CHAT_PROXY_PORT, for a proxy in remote mode. Blocks until SIGTERM; returns the exit code.
+int run_vllm_executor(const ProxyConfig& cfg);
 
 // The command that starts `entry` (§8): its start_command with {port}, {served_model_id},
 // {model_path}, {gpu_memory_utilization}, {max_model_len}, {chat_template} substituted, or

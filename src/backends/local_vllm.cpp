@@ -299,7 +299,7 @@ std::unique_ptr<VllmControl> make_local_vllm(Executor owner, const ProxyConfig& 
 }
 
 std::unique_ptr<VllmControl> make_vllm_control(Executor owner, const ProxyConfig& cfg) {
-  return make_local_vllm(owner, cfg);  // remote mode: not built yet
+  return cfg.vllm_remote_url.empty() ? make_local_vllm(owner, cfg) : make_remote_vllm(owner, cfg);
 }
 
 }  // namespace imageworks

@@ -58,6 +58,7 @@ class Client {
 
   // Sends a (streaming) request and reads only the response head.
   unsigned start_stream(const nlohmann::json& body, std::string target = "/v1/chat/completions") {
+    sse_.reset();  // a new stream on the same connection starts a new event stream
     send(http::verb::post, std::move(target), body.dump());
     parser_.emplace();
     http::read_header(sock_, buf_, *parser_);

@@ -1,0 +1,171 @@
+// `imageworks-chat-proxy vllm-executor` (§8 remote mode): the local VllmManager behind a
+// small admin API, for a proxy that runs elsewhere (the compose file's GPU container):
+//   POST /admin/activate {"logical_name"}  → 200 state once /health of the server is 200
+//   POST /admin/deactivate                 → 200 state once it has exited
+//   GET  /admin/state, GET /health
+// One control loop owns the manager; calls are served one at a time, in order.
+#include <deque>
+
+#include <spdlog/spdlog.h>
+
+#include "imageworks/app.hpp"
+#include "imageworks/server.hpp"
+#include "imageworks/vllm_manager.hpp"
+
+namespace imageworks {
+
+namespace {
+
+using nlohmann::json;
+
+class Executor_ {
+ public:
+  explicit Executor_(const ProxyConfig& cfg) : cfg_(cfg), registry_(cfg) {}
+
+  void start() {
+    control_ = make_local_vllm(ioc_.get_executor(), cfg_);
+    auto recovered = asio::co_spawn(ioc_, control_->recover(), asio::use_future);
+    thread_ = std::thread([this] { ioc_.run(); });
+    recovered.get();
+    registry_.start_watching();
+  }
+  void stop(bool release) {
+    if (release) {
+      auto done = asio::co_spawn(ioc_, control_->deactivate(), asio::use_future);
+      try {
+        done.get();
+      } catch (const std::exception& e) {
+        spdlog::error("[vllm-executor] stopping vLLM at exit: {}", e.what());
+      }
+    }
+    work_.reset();
+    ioc_.stop();
+    if (thread_.joinable()) thread_.join();
+    registry_.stop();
+  }
+
+  Task<void> handle(Exchange& ex) {
+    const std::string target(ex.request().target());
+    const auto path = target.substr(0, target.find('?'));
+    const auto method = ex.request().method();
+    if (path == "/health" && method == http::verb::get) {
+      co_await ex.send_json(http::status::ok, R"({"status":"ok"})");
+    } else if (path == "/admin/state" && method == http::verb::get) {
+      co_await ex.send_json(http::status::ok, co_await on_control([this]() -> Task<std::string> { co_return state(); }));
+    } else if (path == "/admin/activate" && method == http::verb::post) {
+      const ModelEntry entry = entry_named(ex.request().body());
+      co_await ex.send_json(http::status::ok, co_await on_control([this, entry]() -> Task<std::string> {
+        co_await control_->activate(entry);
+        co_return state();
+      }));
+    } else if (path == "/admin/deactivate" && method == http::verb::post) {
+      co_await ex.send_json(http::status::ok, co_await on_control([this]() -> Task<std::string> {
+        co_await control_->deactivate();
+        co_return state();
+      }));
+    } else {
+      throw ProxyError(404, "err_not_found", "no route " + std::string(ex.request().method_string()) + " " + target);
+    }
+  }
+
+ private:
+  // Runs f on the control loop after the calls before it finished; completes on the caller's loop.
+  template <class F>
+  Task<std::string> on_control(F f) {
+    co_return co_await asio::co_spawn(
+        ioc_,
+        [this, f = std::move(f)]() mutable -> Task<std::string> {
+          co_await turn();
+          struct Done {
+            Executor_& e;
+            ~Done() { e.next(); }
+          } done{*this};
+          co_return co_await f();
+        },
+        use_task);
+  }
+  Task<void> turn() {
+    if (!busy_) {
+      busy_ = true;
+      co_return;
+    }
+    asio::steady_timer t(ioc_, asio::steady_timer::time_point::max());
+    waiters_.push_back(&t);
+    beast::error_code ec;
+    co_await t.async_wait(asio::redirect_error(use_task, ec));  // next() hands the turn over
+  }
+  void next() {
+    if (waiters_.empty()) {
+      busy_ = false;
+      return;
+    }
+    waiters_.front()->cancel();
+    waiters_.pop_front();
+  }
+
+  ModelEntry entry_named(const std::string& body) {
+    auto j = json::parse(body, nullptr, false);
+    std::string name;
+    if (j.is_object()) {
+      for (const char* key : {"logical_name", "model"})
+        if (j.contains(key) && j[key].is_string()) name = j[key].get<std::string>();
+    }
+    if (name.empty()) throw ProxyError(400, "err_bad_request", R"(give the model as {"logical_name": NAME})", "logical_name");
+    auto snap = registry_.snapshot();
+    const ModelEntry* e = snap->find_entry(name);
+    if (!e) {
+      if (const ListedModel* m = snap->resolve(name)) e = m->entry;
+    }
+    if (!e) throw ProxyError(404, "err_model_not_found", "model '" + name + "' is not in this executor's registry", "logical_name");
+    if (e->backend != "vllm") throw ProxyError(400, "err_bad_request", "model '" + name + "' is not a vLLM entry", "logical_name");
+    return *e;
+  }
+
+  std::string state() const {
+    const VllmStatus& s = control_->status();
+    json j = json::object();
+    if (s.state == BackendState::stopped) {
+      j["active"] = nullptr;
+    } else {
+      json a = to_json(s);
+      a["backend"] = "vllm";
+      j["active"] = std::move(a);
+    }
+    j["vllm"] = to_json(s);
+    return j.dump();
+  }
+
+  const ProxyConfig& cfg_;
+  RegistryService registry_;
+  asio::io_context ioc_{1};
+  asio::executor_work_guard<Executor> work_{ioc_.get_executor()};
+  std::thread thread_;
+  std::unique_ptr<VllmControl> control_;
+  bool busy_ = false;
+  std::deque<asio::steady_timer*> waiters_;
+};
+
+}  // namespace
+
+int run_vllm_executor(const ProxyConfig& cfg) {
+  Executor_ executor(cfg);
+  executor.start();
+  ServerOptions o;
+  o.host = cfg.host;
+  o.port = static_cast<unsigned short>(cfg.port);
+  o.threads = 1;
+  o.request_timeout = std::chrono::milliseconds(cfg.request_timeout_ms);
+  o.keepalive_timeout = std::chrono::milliseconds(cfg.keepalive_timeout_ms);
+  o.write_timeout = std::chrono::milliseconds(cfg.client_write_timeout_ms);
+  o.shutdown_grace = std::chrono::milliseconds(cfg.shutdown_grace_ms);
+  Server server(o, [&executor](Exchange& ex) { return executor.handle(ex); });
+  const unsigned short port = server.listen();
+  spdlog::info("[vllm-executor] listening on {}:{}", cfg.host, port);
+  std::printf("imageworks-chat-proxy vllm-executor listening on http://%s:%u\n", cfg.host.c_str(), port);
+  std::fflush(stdout);
+  server.run();
+  executor.stop(cfg.release_on_exit);
+  return 0;
+}
+
+}  // namespace imageworks
