@@ -97,8 +97,13 @@ class UpstreamResponseParser : public http::basic_parser<false> {
 
 // Connect (resolve, TCP, TLS handshake) or reuse a pooled connection on this thread.
 // Errors: ProxyError 502 err_backend_unavailable, 504 err_backend_timeout.
+// `pooled == false` always connects anew (the retry after a pooled connection proved dead).
 Task<std::unique_ptr<UpstreamConnection>> acquire_connection(
-    const UpstreamTarget& t, std::chrono::steady_clock::time_point deadline);
+    const UpstreamTarget& t, std::chrono::steady_clock::time_point deadline, bool pooled = true);
+// A pooled connection to this backend was found closed: the backend restarted (a model
+// switch on the same port, a crash) or times idle connections out. Drop the other idle ones
+// too rather than try each.
+void drop_idle_connections(const std::string& pool_key);
 // Return a connection whose last response was read completely and allows keep-alive.
 void release_connection(std::unique_ptr<UpstreamConnection> c);
 // Close this thread's idle connections; call before its io_context goes away.

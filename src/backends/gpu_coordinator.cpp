@@ -80,6 +80,7 @@ struct GpuCoordinator::Core {
     ++in_flight;
     t->granted_here = true;
     if (t->target.kind == GpuTarget::Kind::ollama) ollama_model = t->entry.name;
+    publish();  // before the grant: whoever is granted reads a state that shows it
     std::string url = holder.kind == GpuTarget::Kind::vllm ? vllm->status().base_url : std::string();
     asio::post(t->home, [t, url = std::move(url)]() mutable {
       t->granted = true;
@@ -97,11 +98,7 @@ struct GpuCoordinator::Core {
   // ---- the queue ------------------------------------------------------------------------
   void enqueue(std::shared_ptr<Ticket> t) {
     if (stopping) return fail(t, ProxyError(503, "err_backend_unavailable", "proxy shutting down"));
-    if (!switching && queue.empty() && holder == t->target && !t->force) {
-      grant(t);
-      publish();
-      return;
-    }
+    if (!switching && queue.empty() && holder == t->target && !t->force) return grant(t);
     queue.push_back(t);
     tell(t, "");  // the request may open its SSE response now
     pump();
@@ -179,6 +176,7 @@ struct GpuCoordinator::Core {
       holder = vllm->status().state == BackendState::ready
                    ? GpuTarget{GpuTarget::Kind::vllm, vllm->status().logical_name}
                    : GpuTarget{};
+      publish();
       for (auto& t : queue)
         if (t->target == to) fail(t, *failure);
       std::erase_if(queue, [&](const auto& t) { return t->target == to; });

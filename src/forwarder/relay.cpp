@@ -273,7 +273,7 @@ Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRo
 
   for (int attempt = 0;; ++attempt) {
     ex.throw_if_aborted();
-    auto conn = co_await acquire_connection(*route.target, deadline);
+    auto conn = co_await acquire_connection(*route.target, deadline, attempt == 0);
     ex.throw_if_aborted();  // it came while connecting: the hook had no connection to close
     watch->conn = conn.get();
     conn->tcp().expires_at(deadline);
@@ -308,7 +308,10 @@ Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRo
       watch->conn = nullptr;
       ex.throw_if_aborted();
       // A pooled connection the backend closed meanwhile: one retry on a fresh one.
-      if (conn->reused && attempt == 0 && stale_connection_error(ec)) continue;
+      if (conn->reused && attempt == 0 && stale_connection_error(ec)) {
+        drop_idle_connections(route.target->pool_key);
+        continue;
+      }
       throw transport_error(route, *conn, ec, true, s);
     }
     bool streaming = fr.stream && head.status() == 200 && head.event_stream();

@@ -61,9 +61,9 @@ void UpstreamConnection::close() {
 }
 
 Task<std::unique_ptr<UpstreamConnection>> acquire_connection(
-    const UpstreamTarget& t, std::chrono::steady_clock::time_point deadline) {
+    const UpstreamTarget& t, std::chrono::steady_clock::time_point deadline, bool pooled) {
   auto& idle = thread_pool()[t.pool_key];
-  while (!idle.empty()) {
+  while (pooled && !idle.empty()) {
     auto c = std::move(idle.back());
     idle.pop_back();
     if (still_usable(*c)) {
@@ -109,6 +109,11 @@ void release_connection(std::unique_ptr<UpstreamConnection> c) {
 }
 
 void clear_connection_pool() { thread_pool().clear(); }
+
+void drop_idle_connections(const std::string& pool_key) {
+  auto it = thread_pool().find(pool_key);
+  if (it != thread_pool().end()) it->second.clear();
+}
 
 
 }  // namespace imageworks
