@@ -50,6 +50,13 @@ class VllmControl {
   virtual const VllmStatus& status() const = 0;
   // Runs on the owner's executor when the server exits on its own (crash, OOM kill).
   std::function<void(const std::string& why)> on_unexpected_exit;
+  // Runs on the owner's executor after status() changed (starting, ready, stopping…).
+  std::function<void()> on_state_change;
+
+ protected:
+  void changed() {
+    if (on_state_change) on_state_change();
+  }
 };
 
 std::unique_ptr<VllmControl> make_local_vllm(Executor owner, const ProxyConfig& cfg);

@@ -270,6 +270,7 @@ GpuCoordinator::GpuCoordinator(const ProxyConfig& cfg, VllmFactory make_vllm)
     : cfg_(cfg),
       core_(std::make_unique<Core>(*this, cfg, make_vllm(ioc_.get_executor()), std::make_unique<OllamaManager>(cfg))) {
   core_->vllm->on_unexpected_exit = [this](const std::string& why) { core_->on_vllm_exit(why); };
+  core_->vllm->on_state_change = [this] { core_->publish(); };
   core_->publish();
 }
 

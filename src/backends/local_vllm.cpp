@@ -107,6 +107,7 @@ class LocalVllm final : public VllmControl {
       co_return;
     }
     st_.state = BackendState::stopping;
+    changed();
     const auto grace = std::chrono::seconds(cfg_.vllm_stop_grace_s);
     spdlog::info("[vllm-manager] stopping '{}' (pid {}): SIGTERM, SIGKILL after {} s", st_.logical_name, c->pid,
                  cfg_.vllm_stop_grace_s);
@@ -155,6 +156,7 @@ class LocalVllm final : public VllmControl {
     st_.pid = pid;
     start_ticks_ = process_start_ticks(pid).value_or(0);
     write_state_file();
+    changed();
     asio::co_spawn(ex_, monitor(child_), asio::detached);
     spdlog::info("[vllm-manager] starting '{}' (pid {}, port {}): {} (log {})", entry.name, pid, port,
                  argv.front(), st_.log_path);
@@ -189,6 +191,7 @@ class LocalVllm final : public VllmControl {
     }
     st_.state = BackendState::ready;
     write_state_file();
+    changed();
     spdlog::info("[vllm-manager] '{}' ready after {:.1f} s", entry.name,
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
   }
@@ -246,6 +249,7 @@ class LocalVllm final : public VllmControl {
     st_.last_error = error;
     st_.adopted = false;
     remove_state_file();
+    changed();
   }
 
   std::optional<nlohmann::json> read_state_file() {

@@ -56,6 +56,7 @@ class RemoteVllm final : public VllmControl {
     st_.state = BackendState::starting;
     st_.logical_name = entry.name;
     st_.last_start = std::chrono::system_clock::now();
+    changed();
     const auto timeout = std::chrono::seconds(cfg_.vllm_start_timeout_s + 2 * cfg_.vllm_stop_grace_s + 30);
     auto r = co_await call(http::verb::post, "/admin/activate", activate_body(entry.name), timeout);
     if (r.status != 200) {
@@ -67,6 +68,7 @@ class RemoteVllm final : public VllmControl {
       throw ProxyError(err.status, err.code, st_.last_error);
     }
     apply(r.body);
+    changed();
     if (st_.state != BackendState::ready)
       throw ProxyError(502, "err_backend_unavailable", "executor " + url_ + " answered activate without a ready server");
     watch();
@@ -74,12 +76,14 @@ class RemoteVllm final : public VllmControl {
 
   Task<void> deactivate() override {
     st_.state = BackendState::stopping;
+    changed();
     const auto timeout = std::chrono::seconds(2 * cfg_.vllm_stop_grace_s + 30);
     auto r = co_await call(http::verb::post, "/admin/deactivate", "{}", timeout);
     if (r.status != 200)
       throw ProxyError(502, "err_backend_unavailable", "executor " + url_ + " could not stop vLLM: " + r.body.substr(0, 300));
     apply(r.body);
     st_.last_stop = std::chrono::system_clock::now();
+    changed();
   }
 
  private:

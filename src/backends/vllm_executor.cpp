@@ -48,41 +48,40 @@ class Executor_ {
     const std::string target(ex.request().target());
     const auto path = target.substr(0, target.find('?'));
     const auto method = ex.request().method();
+    std::string body;
     if (path == "/health" && method == http::verb::get) {
-      co_await ex.send_json(http::status::ok, R"({"status":"ok"})");
+      body = R"({"status":"ok"})";
     } else if (path == "/admin/state" && method == http::verb::get) {
-      co_await ex.send_json(http::status::ok, co_await on_control([this]() -> Task<std::string> { co_return state(); }));
+      body = co_await call(Op::state, nullptr);
     } else if (path == "/admin/activate" && method == http::verb::post) {
-      const ModelEntry entry = entry_named(ex.request().body());
-      co_await ex.send_json(http::status::ok, co_await on_control([this, entry]() -> Task<std::string> {
-        co_await control_->activate(entry);
-        co_return state();
-      }));
+      auto entry = std::make_shared<const ModelEntry>(entry_named(ex.request().body()));
+      body = co_await call(Op::activate, entry);
     } else if (path == "/admin/deactivate" && method == http::verb::post) {
-      co_await ex.send_json(http::status::ok, co_await on_control([this]() -> Task<std::string> {
-        co_await control_->deactivate();
-        co_return state();
-      }));
+      body = co_await call(Op::deactivate, nullptr);
     } else {
       throw ProxyError(404, "err_not_found", "no route " + std::string(ex.request().method_string()) + " " + target);
     }
+    co_await ex.send_json(http::status::ok, std::move(body));
   }
 
  private:
-  // Runs f on the control loop after the calls before it finished; completes on the caller's loop.
-  template <class F>
-  Task<std::string> on_control(F f) {
-    co_return co_await asio::co_spawn(
-        ioc_,
-        [this, f = std::move(f)]() mutable -> Task<std::string> {
-          co_await turn();
-          struct Done {
-            Executor_& e;
-            ~Done() { e.next(); }
-          } done{*this};
-          co_return co_await f();
-        },
-        use_task);
+  enum class Op { state, activate, deactivate };
+
+  // Runs op on the control loop after the calls before it finished; completes on the
+  // caller's loop. (Member coroutines taking a shared_ptr: GCC 12 mishandles capturing
+  // lambda coroutines and class-type temporaries passed to coroutine parameters.)
+  Task<std::string> call(Op op, std::shared_ptr<const ModelEntry> entry) {
+    co_return co_await asio::co_spawn(ioc_, run(op, entry), use_task);
+  }
+  Task<std::string> run(Op op, std::shared_ptr<const ModelEntry> entry) {
+    co_await turn();
+    struct Done {
+      Executor_& e;
+      ~Done() { e.next(); }
+    } done{*this};
+    if (op == Op::activate) co_await control_->activate(*entry);
+    if (op == Op::deactivate) co_await control_->deactivate();
+    co_return state();
   }
   Task<void> turn() {
     if (!busy_) {
