@@ -11,6 +11,7 @@
 
 #include "imageworks/admin_cli.hpp"
 #include "imageworks/app.hpp"
+#include "imageworks/autostart.hpp"
 #include "imageworks/forwarder.hpp"
 #include "imageworks/gpu.hpp"
 #include "imageworks/server.hpp"
@@ -40,6 +41,8 @@ int serve(const ProxyConfig& cfg) {
   GpuCoordinator gpu(cfg, [&cfg](Executor ex) { return make_vllm_control(ex, cfg); });
   gpu.start();  // adopts a vLLM server a previous run left (state file)
   app.gpu = &gpu;
+  AutostartManager autostart(cfg);
+  app.autostart = &autostart;
   ChatForwarder forwarder(app);
   app.forward = [&forwarder](Exchange& ex, std::string path) { return forwarder.handle(ex, std::move(path)); };
   Server server(server_options(cfg), [&app](Exchange& ex) { return routes::dispatch(app, ex); });
@@ -52,6 +55,7 @@ int serve(const ProxyConfig& cfg) {
   // Streams are drained: now stop the child vLLM and unload Ollama (§8 shutdown).
   gpu.stop(cfg.release_on_exit);
   app.gpu = nullptr;
+  app.autostart = nullptr;
   app.registry.stop();
   spdlog::info("[server] stopped");
   spdlog::shutdown();

@@ -14,6 +14,7 @@
 namespace imageworks {
 
 class GpuCoordinator;
+class AutostartManager;
 
 // Owns the RegistryLoader on a private thread: the poll loop and explicit reloads run
 // there (file reads never block the event loop) and publish snapshots through the holder.
@@ -48,6 +49,8 @@ struct App {
   // The GPU's owner (vLLM processes, Ollama unloads); set by main, null in tools and tests
   // that need no process control.
   GpuCoordinator* gpu = nullptr;
+  // Starts backends whose health check fails (CHAT_PROXY_AUTOSTART_*); set by main.
+  AutostartManager* autostart = nullptr;
 };
 
 ListingOptions listing_options(const ProxyConfig& cfg);

@@ -1,5 +1,6 @@
 // ProxyConfig loading. One table binds every variable to its ProxyConfig field, parser and
 // printer, so parsing, the `config` output, CLI flags and docs cannot drift apart.
+#include "imageworks/autostart.hpp"
 #include "imageworks/config.hpp"
 
 #include <algorithm>
@@ -270,7 +271,11 @@ std::vector<Binding> build_bindings() {
       text("vllm_remote_url", &C::vllm_remote_url,
            "Remote vLLM executor URL (empty = manage vLLM locally)", check_url),
       boolean("autostart_enabled", &C::autostart_enabled, "Start unhealthy backends on demand"),
-      text("autostart_map", &C::autostart_map, "backend=command,... (backend:command too)"),
+      text("autostart_map", &C::autostart_map, "backend=command,... (backend:command too)",
+           [](const std::string&, const std::string& v) {
+             parse_autostart_map(v);  // throws ConfigError naming the variable
+             return v;
+           }),
       integer("autostart_grace_s", &C::autostart_grace_s, "Autostarted backend health wait", 1),
       text("loopback_alias", &C::loopback_alias,
            "Host name standing in for 127.0.0.1/localhost in backend URLs (e.g. in a container)"),

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "forwarder/loading_feedback.hpp"
+#include "imageworks/autostart.hpp"
 #include "forwarder/relay.hpp"
 #include "imageworks/forwarder.hpp"
 
@@ -29,6 +30,13 @@ Task<void> ChatForwarder::handle(Exchange& ex, std::string path) {
   const ListedModel& model = resolve_model(*snap, fr);
   // A model on the GPU (Ollama, managed vLLM) waits for its lease: maybe a switch (§5, §8).
   // The lease is held until the reply is relayed, so no switch unloads a model under it.
+  const ModelEntry& entry = *model.entry;
+  // A backend that is down and has an autostart command is started first (§8).
+  if (app_.autostart && app_.autostart->covers(entry.backend) &&
+      !(entry.backend == "vllm" && entry.backend_config.base_url.empty())) {  // (managed vLLM: VllmManager)
+    const std::string& base = entry.backend_config.base_url.empty() ? app_.cfg.ollama_base_url : entry.backend_config.base_url;
+    co_await app_.autostart->ensure(entry.backend, base);
+  }
   GpuLease lease;
   if (app_.gpu && app_.gpu->manages(*model.entry)) {
     LoadingFeedback feedback(ex, fr.stream, model.id);

@@ -1,5 +1,6 @@
 // Operator routes: registry dump (keys masked), an explicit reload, and GPU control (§8):
 // activate a model (returns when it is ready), free the GPU, report the state.
+#include "imageworks/autostart.hpp"
 #include "imageworks/gpu.hpp"
 #include "routes/routes.hpp"
 
@@ -85,8 +86,14 @@ Task<void> admin_state(App& app, Exchange& ex) {
   co_await ex.send_json(http::status::ok, state_body(gpu_of(app)));
 }
 
+static std::string autostart_body(App& app) {
+  auto j = autostart_status_json(*gpu_of(app).state());
+  j["autostart"] = app.autostart ? app.autostart->status() : nlohmann::json(nullptr);
+  return j.dump();
+}
+
 Task<void> autostart_status(App& app, Exchange& ex) {
-  co_await ex.send_json(http::status::ok, autostart_status_json(*gpu_of(app).state()).dump());
+  co_await ex.send_json(http::status::ok, autostart_body(app));
 }
 
 Task<void> debug_registry(App& app, Exchange& ex) {

@@ -2,6 +2,7 @@
 // wait on the coordinator, adoption of a server after a proxy crash, shutdown with a running
 // child, the CLI commands, and remote mode against `imageworks-chat-proxy vllm-executor`.
 #include <csignal>
+#include <fstream>
 #include <future>
 #include <thread>
 
@@ -205,4 +206,70 @@ TEST(E2eGpuLifecycle, RemoteModeThroughTheVllmExecutor) {
   executor.signal(SIGTERM);
   EXPECT_EQ(executor.wait_exit(30s).value_or(-1), 0);
   if (::testing::Test::HasFailure()) std::cerr << "--- executor log ---\n" << executor.stderr_text();
+}
+
+// Autostart (§8): a backend that does not answer is started from CHAT_PROXY_AUTOSTART_MAP
+// (no shell, pid and log under <state dir>/autostart/) and the request waits for it.
+TEST(E2eAutostart, ABackendThatIsDownIsStartedAndTheRequestServed) {
+  const unsigned short port = closed_loopback_port();
+  TempDir dir;
+  FakeVllmEvents events(dir.path() / "events.jsonl");
+  dir.write("reg/model_registry.json", R"([{"name": "remote-ish", "backend": "llamacpp", "served_model_id": "served-x",
+      "backend_config": {"base_url": "http://127.0.0.1:)" + std::to_string(port) + R"("}}])");
+  const std::string command = fake_vllm_binary() + " serve /m --port " + std::to_string(port) +
+                              " --served-model-name served-x --fake-load-ms 400 --fake-max-lifetime-s 60 --fake-events " +
+                              events.path().string();
+  const std::string state = (dir.path() / "_staging" / "active_vllm.json").string();
+  ProxyProcess proxy({{"CHAT_PROXY_REGISTRY_DIR", (dir.path() / "reg").string()},
+                      {"CHAT_PROXY_REQUIRE_TEMPLATE", "0"},
+                      {"CHAT_PROXY_VLLM_STATE_PATH", state},
+                      {"CHAT_PROXY_OLLAMA_BASE_URL", "http://127.0.0.1:" + std::to_string(closed_loopback_port())},
+                      {"CHAT_PROXY_AUTOSTART_ENABLED", "1"},
+                      {"CHAT_PROXY_AUTOSTART_MAP", "llamacpp=" + command},
+                      {"CHAT_PROXY_AUTOSTART_GRACE_S", "20"}});
+  std::vector<std::future<HttpReply>> replies;
+  for (int i = 0; i < 2; ++i)
+    replies.push_back(std::async(std::launch::async, [&] {
+      return http_call(proxy.port(), "POST", "/v1/chat/completions", chat_json("remote-ish", false), {}, 60s);
+    }));
+  for (auto& f : replies) {
+    auto r = f.get();
+    EXPECT_EQ(r.status, 200) << r.body;
+  }
+  auto started = events.all("started");
+  ASSERT_EQ(started.size(), 1u) << "two requests, one start";
+  const int pid = started[0]["pid"].get<int>();
+  const auto pid_file = dir.path() / "_staging" / "autostart" / "llamacpp.pid";
+  std::ifstream in(pid_file);
+  int recorded = 0;
+  in >> recorded;
+  EXPECT_EQ(recorded, pid);
+  EXPECT_TRUE(std::filesystem::exists(dir.path() / "_staging" / "autostart" / "llamacpp.log"));
+  auto status = json::parse(http_call(proxy.port(), "GET", "/v1/autostart/status").body);
+  EXPECT_EQ(status["autostart"]["services"]["llamacpp"]["pid"], pid);
+  EXPECT_EQ(status["autostart"]["services"]["llamacpp"]["running"], true);
+  // Up now: the next request does not start anything.
+  EXPECT_EQ(http_call(proxy.port(), "POST", "/v1/chat/completions", chat_json("remote-ish", false)).status, 200);
+  EXPECT_EQ(events.all("started").size(), 1u);
+  ::kill(-pid, SIGKILL);
+}
+
+TEST(E2eAutostart, ABackendThatNeverAnswersIs503AfterTheGrace) {
+  const unsigned short port = closed_loopback_port();
+  TempDir dir;
+  dir.write("reg/model_registry.json", R"([{"name": "m", "backend": "openai",
+      "backend_config": {"base_url": "http://127.0.0.1:)" + std::to_string(port) + R"("}}])");
+  FakeVllmEvents events(dir.path() / "events.jsonl");
+  ProxyProcess proxy({{"CHAT_PROXY_REGISTRY_DIR", (dir.path() / "reg").string()},
+                      {"CHAT_PROXY_REQUIRE_TEMPLATE", "0"},
+                      {"CHAT_PROXY_VLLM_STATE_PATH", (dir.path() / "_staging" / "s.json").string()},
+                      {"CHAT_PROXY_AUTOSTART_ENABLED", "1"},
+                      {"CHAT_PROXY_AUTOSTART_MAP", "openai:" + fake_vllm_binary() + " serve /m --port " +
+                                                       std::to_string(port) + " --fake-never-healthy --fake-max-lifetime-s 30 --fake-events " +
+                                                       events.path().string()},
+                      {"CHAT_PROXY_AUTOSTART_GRACE_S", "1"}});
+  auto r = http_call(proxy.port(), "POST", "/v1/chat/completions", chat_json("m", false), {}, 30s);
+  expect_error(r, 503, "err_model_start_timeout");
+  EXPECT_NE(r.body.find("CHAT_PROXY_AUTOSTART_GRACE_S"), std::string::npos);
+  for (auto& e : events.all("started")) ::kill(-e["pid"].get<int>(), SIGKILL);
 }

@@ -151,6 +151,16 @@ std::optional<int> ProxyProcess::wait_exit(std::chrono::milliseconds timeout) {
 
 std::string ProxyProcess::stderr_text() const { return read_file(stderr_path_); }
 
+bool ProxyProcess::wait_for_log(const std::string& text, std::chrono::milliseconds timeout) const {
+  // The daemon writes its log to a file: polled, every few milliseconds, bounded by timeout.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (stderr_text().find(text) != std::string::npos) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 CommandResult run_proxy_command(const std::vector<std::string>& args,
                                 const std::map<std::string, std::string>& env) {
   auto out_path = temp_file("out"), err_path = temp_file("err");

@@ -42,6 +42,8 @@ class ProxyProcess {
   void signal(int sig);
   std::optional<int> wait_exit(std::chrono::milliseconds timeout);
   std::string stderr_text() const;  // what the daemon logged so far
+  // True once the log holds `text`; false after `timeout`.
+  bool wait_for_log(const std::string& text, std::chrono::milliseconds timeout) const;
 
  private:
   pid_t pid_ = -1;

@@ -87,7 +87,8 @@ std::string non_default_value(const ConfigOption& o, const TempDir& tmp) {
       {"CHAT_PROXY_LOG_LEVEL", "debug"},
       {"CHAT_PROXY_OLLAMA_BASE_URL", "http://ollama.test:11434"},
       {"CHAT_PROXY_VLLM_REMOTE_URL", "http://executor.test:8600"},
-      {"CHAT_PROXY_TEMPLATE_DIR", "/srv/templates"}};
+      {"CHAT_PROXY_TEMPLATE_DIR", "/srv/templates"},
+      {"CHAT_PROXY_AUTOSTART_MAP", "ollama=ollama serve"}};
   if (auto it = special.find(o.env); it != special.end()) return it->second;
   if (o.env == "CHAT_PROXY_API_KEYS_FILE") return tmp.write("keys.txt", "sk-file\n").string();
   if (o.kind == "dir") return tmp.write("other/.keep", "").parent_path().string();
