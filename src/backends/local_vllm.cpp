@@ -2,6 +2,7 @@
 // its output in <state dir>/logs/, its pid in the state file (written atomically) so a
 // restarted proxy adopts it — children outlive a crashed proxy on purpose (no parent-death
 // signal). Its exit is an event on the owner's loop (pidfd), so a crash is noticed at once.
+#include <algorithm>
 #include <csignal>
 #include <fstream>
 
@@ -19,7 +20,10 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr auto kHealthPoll = 100ms;       // between /health probes while starting
+// Between /health probes while starting: a tenth of the time waited so far, 10–250 ms. A
+// quick start is seen within ~10 % of its load time, a 60 s load costs a few hundred probes.
+constexpr auto kHealthPollMin = 10ms;
+constexpr auto kHealthPollMax = 250ms;
 constexpr auto kHealthTimeout = 2000ms;   // one probe
 constexpr auto kKillWait = 5000ms;        // after SIGKILL, for the kernel to take it down
 
@@ -186,7 +190,8 @@ class LocalVllm final : public VllmControl {
         st_.last_error = why;
         throw ProxyError(503, "err_model_start_timeout", why);
       }
-      pause.expires_after(kHealthPoll);
+      const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - began);
+      pause.expires_after(std::clamp<std::chrono::milliseconds>(waited / 10, kHealthPollMin, kHealthPollMax));
       co_await pause.async_wait(use_task);
     }
     st_.state = BackendState::ready;
