@@ -4,7 +4,10 @@
 // signal). Its exit is an event on the owner's loop (pidfd), so a crash is noticed at once.
 #include <algorithm>
 #include <csignal>
+#include <ctime>
 #include <fstream>
+#include <iomanip>
+#include <sstream>
 
 #include <spdlog/spdlog.h>
 
@@ -57,6 +60,40 @@ std::string state_json(const VllmStatus& s, unsigned long long start_ticks) {
   return j.dump(2) + "\n";
 }
 
+// A state file's content. Fields of the wrong type (a hand edit, another version) make it
+// unreadable rather than fatal: recover() runs at startup and must not stop the proxy.
+struct Recorded {
+  pid_t pid = 0;
+  unsigned long long start_ticks = 0;
+  std::string logical_name, served_model_id, log_path;
+  int port = 0;
+  std::optional<std::chrono::system_clock::time_point> started_at;
+};
+
+std::optional<std::chrono::system_clock::time_point> parse_iso8601(const std::string& text) {
+  std::tm tm{};
+  std::istringstream in(text);
+  in >> std::get_time(&tm, "%Y-%m-%dT%H:%M:%SZ");
+  if (in.fail()) return std::nullopt;
+  return std::chrono::system_clock::from_time_t(timegm(&tm));
+}
+
+std::optional<Recorded> parse_recorded(const nlohmann::json& j, int default_port) {
+  try {
+    Recorded r;
+    r.pid = j.value("pid", 0);
+    r.start_ticks = j.value("start_ticks", 0ull);
+    r.logical_name = j.value("logical_name", "");
+    r.served_model_id = j.value("served_model_id", "");
+    r.log_path = j.value("log_path", "");
+    r.port = j.value("port", default_port);
+    r.started_at = parse_iso8601(j.value("started_at", ""));
+    return r;
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;
+  }
+}
+
 class LocalVllm final : public VllmControl {
  public:
   LocalVllm(Executor owner, const ProxyConfig& cfg)
@@ -65,10 +102,16 @@ class LocalVllm final : public VllmControl {
   const VllmStatus& status() const override { return st_; }
 
   Task<void> recover() override {
-    auto recorded = read_state_file();
-    if (!recorded) co_return;
-    const pid_t pid = recorded->value("pid", 0);
-    const auto ticks = recorded->value("start_ticks", 0ull);
+    const auto file = read_state_file();
+    if (!file) co_return;
+    const auto recorded = parse_recorded(*file, cfg_.vllm_port);
+    if (!recorded) {
+      spdlog::warn("[vllm-manager] {} has fields of the wrong type: ignored and removed", state_path_.string());
+      remove_state_file();
+      co_return;
+    }
+    const pid_t pid = recorded->pid;
+    const auto ticks = recorded->start_ticks;
     if (pid <= 0 || !process_alive(pid) || (ticks && process_start_ticks(pid) != ticks)) {
       spdlog::info("[vllm-manager] recorded server (pid {}) is gone: removing {}", pid, state_path_.string());
       remove_state_file();
@@ -76,13 +119,13 @@ class LocalVllm final : public VllmControl {
     }
     child_ = std::make_shared<Child>(ex_, pid, false);
     st_ = VllmStatus{};
-    st_.logical_name = recorded->value("logical_name", "");
-    st_.served_model_id = recorded->value("served_model_id", "");
+    st_.logical_name = recorded->logical_name;
+    st_.served_model_id = recorded->served_model_id;
     st_.pid = pid;
-    st_.port = recorded->value("port", cfg_.vllm_port);
-    st_.log_path = recorded->value("log_path", "");
+    st_.port = recorded->port;
+    st_.log_path = recorded->log_path;
     st_.base_url = "http://127.0.0.1:" + std::to_string(st_.port);
-    st_.started_at = std::chrono::system_clock::now();
+    st_.started_at = recorded->started_at.value_or(std::chrono::system_clock::now());  // the server's, not ours
     st_.adopted = true;
     start_ticks_ = ticks;
     asio::co_spawn(ex_, monitor(child_), asio::detached);

@@ -95,7 +95,11 @@ TEST_F(VllmManagerRecovery, RestartedManagerAdoptsTheRunningServer) {
   }
   managers.clear();  // the proxy "crashes": no deactivate, the server keeps running
   ASSERT_TRUE(process_alive(pid));
-  ASSERT_TRUE(std::filesystem::exists(state_path()));
+  auto recorded = read_json_file(state_path());
+  ASSERT_TRUE(recorded) << "no state file to adopt from";
+  // Backdated, so an adoption that reports its own time instead of the server's shows.
+  (*recorded)["started_at"] = "2025-01-02T03:04:05Z";
+  std::ofstream(state_path()) << recorded->dump();
 
   auto& second = manager();
   auto recovered = second.recover();
@@ -110,6 +114,7 @@ TEST_F(VllmManagerRecovery, RestartedManagerAdoptsTheRunningServer) {
   EXPECT_EQ(st.port, cfg.vllm_port);
   EXPECT_EQ(st.base_url, "http://127.0.0.1:" + std::to_string(cfg.vllm_port));
   EXPECT_EQ(st.log_path, log_path("alpha").string());
+  EXPECT_EQ(to_json(st)["started_at"], json("2025-01-02T03:04:05Z")) << "started_at is when the server started";
 
   // Asking for the adopted model starts nothing new.
   auto same = second.activate(e);
@@ -167,6 +172,22 @@ TEST_F(VllmManagerRecovery, StateFileNamingADeadPidIsRemoved) {
   EXPECT_EQ(st.state, BackendState::stopped);
   EXPECT_EQ(st.pid, 0);
   EXPECT_FALSE(st.adopted);
+}
+
+TEST_F(VllmManagerRecovery, UnreadableStateFilesAreRemovedNotFatal) {
+  // Not JSON, not an object, fields of the wrong types (a hand edit, another version).
+  for (const std::string content : {"{not json", "[1, 2]", R"({"pid": "1234", "port": 24001})",
+                                    R"({"logical_name": 7, "pid": 1, "start_ticks": "x"})"}) {
+    SCOPED_TRACE(content);
+    std::filesystem::create_directories(state_path().parent_path());
+    std::ofstream(state_path()) << content;
+    auto& m = manager();
+    auto recovered = m.recover();
+    ASSERT_TRUE(settles(recovered));
+    EXPECT_NO_THROW(recovered.get());
+    EXPECT_FALSE(std::filesystem::exists(state_path()));
+    EXPECT_EQ(m.status().state, BackendState::stopped);
+  }
 }
 
 TEST_F(VllmManagerRecovery, StateFileNamingAReusedPidIsRemovedAndTheProcessLeftAlone) {
