@@ -29,22 +29,32 @@ def free_port():
 
 
 def stream_ttfb(port, model, timeout=60.0):
-    """POST a streaming chat; returns (seconds to the first content byte, total seconds)."""
+    """POST a streaming chat; returns (seconds to the first reply chunk, total seconds)."""
     body = json.dumps({"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]})
     req = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}").encode()
     t0 = time.perf_counter()
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     s.sendall(req)
-    buf, first = b"", None
+    buf, first, scanned = b"", None, 0
     deadline = t0 + timeout
     while time.perf_counter() < deadline:
         chunk = s.recv(65536)
         if not chunk:
             break
         buf += chunk
-        if first is None and b'"content":"' in buf and b'"content":""' not in buf[buf.find(b'"content":"'):][:13]:
-            first = time.perf_counter() - t0
+        while first is None:  # the first data event (the role chunk: the backend's first byte)
+            start = buf.find(b"data: {", scanned)
+            end = buf.find(b"\n", start) if start >= 0 else -1
+            if end < 0:
+                break
+            scanned = end
+            try:
+                event = json.loads(buf[start + 6:end])
+            except ValueError:
+                continue  # a chunk-size line split the event: good enough to skip it
+            if event.get("choices"):
+                first = time.perf_counter() - t0
         if b"data: [DONE]" in buf:
             break
     s.close()
@@ -119,7 +129,7 @@ def main():
             exited = next(e for e in new if e["event"] == "exit")
             load = (healthy["t_ms"] - started["t_ms"]) / 1000
             stop = (exited["t_ms"] - sigterm["t_ms"]) / 1000
-            # The first content chunk is sent right away by the fake once asked.
+            # The fake sends its first chunk (the role) as soon as it is asked.
             overheads.append(ttfb - load - stop)
             ttfbs.append(ttfb)
             loads.append(load)

@@ -27,6 +27,8 @@ bool process_alive(pid_t pid);
 std::optional<unsigned long long> process_start_ticks(pid_t pid);
 // Sends sig to the process group (ESRCH, an empty group, is not an error).
 void signal_group(pid_t pgid, int sig);
+// Some process of the group still exists (zombies of other parents included).
+bool group_has_members(pid_t pgid);
 // Reaps `pid` if it is our exited child; returns its exit code (128+signal), else nullopt.
 std::optional<int> reap_child(pid_t pid);
 
@@ -41,8 +43,6 @@ class ProcessExitWatch {
   pid_t pid() const { return pid_; }
   // Completes when the process has exited (or the watch was cancelled: false).
   Task<bool> wait();
-  // Waits at most `timeout`; true when the process exited.
-  Task<bool> wait_for(std::chrono::milliseconds timeout);
   void cancel();
 
  private:

@@ -23,9 +23,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Between /health probes while starting: a tenth of the time waited so far, 10–250 ms. A
-// quick start is seen within ~10 % of its load time, a 60 s load costs a few hundred probes.
-constexpr auto kHealthPollMin = 10ms;
+// Between /health probes while starting: a twentieth of the time waited so far, 5–250 ms. A
+// quick start is seen within ~5 % of its load time, a 60 s load costs a few hundred probes.
+constexpr auto kHealthPollMin = 5ms;
 constexpr auto kHealthPollMax = 250ms;
 constexpr auto kHealthTimeout = 2000ms;   // one probe
 constexpr auto kKillWait = 5000ms;        // after SIGKILL, for the kernel to take it down
@@ -166,6 +166,8 @@ class LocalVllm final : public VllmControl {
       co_await wait_exit(c, kKillWait);
     }
     signal_group(c->pid, SIGKILL);  // workers left in the group would hold VRAM
+    if (!co_await group_gone(c->pid, kKillWait))
+      spdlog::error("[vllm-manager] processes of group {} survived SIGKILL for {} ms", c->pid, kKillWait.count());
     finish_stop(c, "stopped");
   }
 
@@ -215,6 +217,8 @@ class LocalVllm final : public VllmControl {
     asio::steady_timer pause(ex_);
     const auto began = std::chrono::steady_clock::now();
     for (;;) {
+      if (child_ != c || st_.state == BackendState::stopping)  // deactivate() (shutdown, a switch) won
+        throw ProxyError(503, "err_backend_unavailable", "the start of vLLM for '" + entry.name + "' was cancelled");
       if (c->exited) {
         const std::string why = "vLLM for '" + entry.name + "' exited with code " + std::to_string(c->exit_code) +
                                 " while starting; see " + st_.log_path;
@@ -222,7 +226,6 @@ class LocalVllm final : public VllmControl {
         finish_stop(c, why);
         throw ProxyError(502, "err_backend_unavailable", why);
       }
-      if (child_ != c) throw ProxyError(502, "err_backend_unavailable", "the vLLM start was superseded");
       if (co_await probe_health()) break;
       if (std::chrono::steady_clock::now() >= deadline) {
         st_.last_error = "vLLM for '" + entry.name + "' did not become ready within " +
@@ -234,7 +237,7 @@ class LocalVllm final : public VllmControl {
         throw ProxyError(503, "err_model_start_timeout", why);
       }
       const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - began);
-      pause.expires_after(std::clamp<std::chrono::milliseconds>(waited / 10, kHealthPollMin, kHealthPollMax));
+      pause.expires_after(std::clamp<std::chrono::milliseconds>(waited / 20, kHealthPollMin, kHealthPollMax));
       co_await pause.async_wait(use_task);
     }
     st_.state = BackendState::ready;
@@ -277,6 +280,19 @@ class LocalVllm final : public VllmControl {
     signal_group(c->pid, SIGKILL);
     finish_stop(c, why);
     if (on_unexpected_exit) on_unexpected_exit(why);
+  }
+
+  // The group's other members (vLLM's engine workers) are not our children: no pidfd or
+  // waitpid for them, so the group is polled until empty before the GPU counts as free.
+  Task<bool> group_gone(pid_t pgid, std::chrono::milliseconds timeout) {
+    asio::steady_timer pause(ex_);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (group_has_members(pgid)) {
+      if (std::chrono::steady_clock::now() >= deadline) co_return false;
+      pause.expires_after(kHealthPollMin);
+      co_await pause.async_wait(use_task);
+    }
+    co_return true;
   }
 
   Task<bool> wait_exit(const std::shared_ptr<Child>& c, std::chrono::milliseconds timeout) {

@@ -116,6 +116,8 @@ void signal_group(pid_t pgid, int sig) {
   if (pgid > 1) ::kill(-pgid, sig);
 }
 
+bool group_has_members(pid_t pgid) { return pgid > 1 && (::kill(-pgid, 0) == 0 || errno == EPERM); }
+
 std::optional<int> reap_child(pid_t pid) {
   int status = 0;
   const pid_t r = ::waitpid(pid, &status, WNOHANG);
@@ -141,21 +143,6 @@ Task<bool> ProcessExitWatch::wait() {
   beast::error_code ec;
   co_await fd_.async_wait(asio::posix::descriptor_base::wait_read, asio::redirect_error(use_task, ec));
   co_return !ec;
-}
-
-Task<bool> ProcessExitWatch::wait_for(std::chrono::milliseconds timeout) {
-  asio::steady_timer timer(fd_.get_executor());
-  timer.expires_after(timeout);
-  bool expired = false;
-  timer.async_wait([this, &expired](const beast::error_code& ec) {
-    if (ec) return;
-    expired = true;
-    beast::error_code ignored;
-    fd_.cancel(ignored);
-  });
-  const bool exited = co_await wait();
-  timer.cancel();
-  co_return exited && !expired ? true : !process_alive(pid_);
 }
 
 void ProcessExitWatch::cancel() {

@@ -19,10 +19,24 @@ const char* to_string(BackendState s) {
 
 namespace {
 
-std::string replace_all(std::string s, std::string_view from, std::string_view to) {
-  for (std::size_t pos = 0; (pos = s.find(from, pos)) != std::string::npos; pos += to.size())
-    s.replace(pos, from.size(), to);
-  return s;
+// One pass over `arg`: a value that itself holds "{port}" is not substituted again.
+std::string substitute(std::string_view arg, const std::vector<std::pair<std::string_view, std::string>>& values) {
+  std::string out;
+  for (std::size_t i = 0; i < arg.size();) {
+    bool hit = false;
+    if (arg[i] == '{') {
+      for (const auto& [name, value] : values) {
+        if (arg.substr(i, name.size()) == name) {
+          out += value;
+          i += name.size();
+          hit = true;
+          break;
+        }
+      }
+    }
+    if (!hit) out += arg[i++];
+  }
+  return out;
 }
 
 std::string format_fraction(double v) {
@@ -49,14 +63,16 @@ std::vector<std::string> vllm_command(const ModelEntry& e, const ProxyConfig& cf
   const std::string gpu = format_fraction(cfg.vllm_gpu_memory_utilization);
   std::vector<std::string> argv;
   if (!e.backend_config.start_command.empty()) {
-    for (std::string arg : e.backend_config.start_command) {
-      arg = replace_all(std::move(arg), "{port}", std::to_string(port));
-      arg = replace_all(std::move(arg), "{served_model_id}", e.upstream_model());
-      arg = replace_all(std::move(arg), "{model_path}", model_path);
-      arg = replace_all(std::move(arg), "{gpu_memory_utilization}", gpu);
-      arg = replace_all(std::move(arg), "{max_model_len}", max_len);
-      arg = replace_all(std::move(arg), "{chat_template}", template_path);
-      if (!arg.empty()) argv.push_back(std::move(arg));  // "{chat_template}" without a template drops out
+    const std::vector<std::pair<std::string_view, std::string>> values = {
+        {"{port}", std::to_string(port)}, {"{served_model_id}", e.upstream_model()}, {"{model_path}", model_path},
+        {"{gpu_memory_utilization}", gpu}, {"{max_model_len}", max_len}, {"{chat_template}", template_path}};
+    for (const auto& raw : e.backend_config.start_command) {
+      std::string arg = substitute(raw, values);
+      if (!arg.empty()) {
+        argv.push_back(std::move(arg));
+      } else if (raw == "{chat_template}" && !argv.empty() && argv.back() == "--chat-template") {
+        argv.pop_back();  // no template: the flag goes with its missing value
+      }
     }
     return argv;
   }

@@ -122,6 +122,20 @@ TEST(VllmCommand, StartCommandDropsALoneChatTemplateWithoutATemplate) {
             (Argv{"/opt/serve.sh", "/models/m", "--port", "7"}));
 }
 
+TEST(VllmCommand, StartCommandDropsTheTemplateFlagWithItsMissingValue) {
+  auto e = vllm_entry("m");
+  e.backend_config.start_command = {"serve", "--chat-template", "{chat_template}", "--port={port}"};
+  EXPECT_EQ(vllm_command(e, command_config(), 7), (std::vector<std::string>{"serve", "--port=7"}));
+}
+
+// Substitution is one pass: a value holding a placeholder's text is not substituted again.
+TEST(VllmCommand, StartCommandValuesAreNotSubstitutedTwice) {
+  auto e = vllm_entry("m");
+  e.served_model_id = "weird-{port}";
+  e.backend_config.start_command = {"--name={served_model_id}", "{port}{port}"};
+  EXPECT_EQ(vllm_command(e, command_config(), 9), (std::vector<std::string>{"--name=weird-{port}", "99"}));
+}
+
 TEST(VllmCommand, StartCommandNeedsNoModelPath) {
   auto e = vllm_entry("m");
   e.backend_config.model_path.clear();
