@@ -140,7 +140,8 @@ TEST_F(VllmManager, DeactivateDuringStartAbortsTheStart) {
   ASSERT_TRUE(settles(up, 10s)) << "the start went on after the deactivate";
   const auto err = error_of(up);
   ASSERT_TRUE(err) << "activate reported success for a server that was stopped";
-  EXPECT_EQ(err->status, 502);
+  EXPECT_EQ(err->status, 503);
+  EXPECT_NE(std::string(err->what()).find("was cancelled"), std::string::npos) << err->what();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
   EXPECT_TRUE(reaped(listening->at("pid").get<pid_t>()));
   EXPECT_TRUE(events.all("healthy").empty());
