@@ -155,6 +155,18 @@ TEST(E2eGpuLifecycle, SigtermStopsTheChildAndExitsZero) {
   EXPECT_FALSE(std::filesystem::exists(rig.state_path(), ec));
 }
 
+TEST(E2eGpuLifecycle, SigtermUnloadsOllamaWhenItHoldsTheGpu) {
+  GpuRig rig;
+  ASSERT_EQ(rig.chat("llama").status, 200);
+  ASSERT_FALSE(rig.ollama.loaded().empty());
+  rig.proxy->signal(SIGTERM);
+  ASSERT_EQ(rig.proxy->wait_exit(30s).value_or(-1), 0);
+  EXPECT_TRUE(rig.ollama.loaded().empty()) << "CHAT_PROXY_RELEASE_ON_EXIT=1 unloads Ollama";
+  bool unload = false;
+  for (const auto& c : rig.ollama.calls()) unload |= c.is_unload() && c.model == "llama3.2:3b";
+  EXPECT_TRUE(unload);
+}
+
 TEST(E2eGpuLifecycle, CliActivatesStopsAndReportsTheModel) {
   GpuRig rig;
   auto run = [&](std::vector<std::string> args) {

@@ -175,7 +175,7 @@ TEST(E2eGpu, SteadyTrafficOnADoesNotStarveB) {
 }
 
 TEST(E2eGpu, AdminRoutesActivateDeactivateAndState) {
-  GpuRig rig;
+  GpuRig rig({{"vllm-a", {}}, {"vllm-b", {}}}, {{"CHAT_PROXY_SUPPRESS_DECORATIONS", "0"}});
   auto r = http_call(rig.port(), "POST", "/v1/admin/activate", R"({"model":"vllm-a"})", {}, 60s);
   ASSERT_EQ(r.status, 200) << r.body;
   auto s = json::parse(r.body);
@@ -185,10 +185,27 @@ TEST(E2eGpu, AdminRoutesActivateDeactivateAndState) {
   const int pid = s["active"]["pid"].get<int>();
   EXPECT_TRUE(process_alive(pid));
   auto models = json::parse(http_call(rig.port(), "GET", "/v1/models").body);
+  for (const auto& m : models["data"])  // the `active` decoration comes from the coordinator's state
+    EXPECT_EQ(m["active"], m["logical_name"] == "vllm-a") << m.dump();
   r = http_call(rig.port(), "POST", "/v1/admin/deactivate", "{}", {}, 60s);
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_TRUE(json::parse(r.body)["active"].is_null()) << r.body;
   EXPECT_FALSE(process_alive(pid));
   expect_error(http_call(rig.port(), "POST", "/v1/admin/activate", R"({"model":"nope"})"), 404, "err_model_not_found");
   expect_error(http_call(rig.port(), "POST", "/v1/admin/deactivate", R"({"backend":"gpu"})"), 400, "err_bad_request");
+}
+
+// Ollama that keeps a model past CHAT_PROXY_OLLAMA_UNLOAD_TIMEOUT_MS: a warning, and the
+// switch goes on (§8).
+TEST(E2eGpu, AnUnloadThatNeverFinishesIsAWarningAndTheSwitchGoesOn) {
+  GpuRig rig({{"vllm-a", {}}}, {{"CHAT_PROXY_OLLAMA_UNLOAD_TIMEOUT_MS", "300"}});
+  auto b = rig.ollama.behavior();
+  b.ignore_unload = true;
+  rig.ollama.set_behavior(b);
+  rig.ollama.set_loaded({"qwen2.5:7b"});
+  auto r = rig.chat("vllm-a");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_TRUE(rig.proxy->wait_for_log("still loaded after 300 ms (CHAT_PROXY_OLLAMA_UNLOAD_TIMEOUT_MS): qwen2.5:7b", 5s));
+  auto status = json::parse(http_call(rig.port(), "GET", "/v1/autostart/status").body);
+  EXPECT_NE(status["ollama"]["last_error"].get<std::string>().find("qwen2.5:7b"), std::string::npos);
 }
