@@ -41,8 +41,10 @@ int serve(const ProxyConfig& cfg) {
   GpuCoordinator gpu(cfg, [&cfg](Executor ex) { return make_vllm_control(ex, cfg); });
   gpu.start();  // adopts a vLLM server a previous run left (state file)
   app.gpu = &gpu;
-  AutostartManager autostart(cfg);
-  app.autostart = &autostart;
+  // A request waiting on the autostart thread is owned by a handler there: that thread and
+  // its handlers must go before the server's io_contexts do (reset below).
+  auto autostart = std::make_unique<AutostartManager>(cfg);
+  app.autostart = autostart.get();
   ChatForwarder forwarder(app);
   app.forward = [&forwarder](Exchange& ex, std::string path) { return forwarder.handle(ex, std::move(path)); };
   Server server(server_options(cfg), [&app](Exchange& ex) { return routes::dispatch(app, ex); });
@@ -56,6 +58,7 @@ int serve(const ProxyConfig& cfg) {
   gpu.stop(cfg.release_on_exit);
   app.gpu = nullptr;
   app.autostart = nullptr;
+  autostart.reset();
   app.registry.stop();
   spdlog::info("[server] stopped");
   spdlog::shutdown();

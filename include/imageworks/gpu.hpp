@@ -141,6 +141,7 @@ class GpuCoordinator {
   friend class GpuLease;
   struct Ticket;
   struct Core;
+  struct WaitEnd;
   void release_one();
 
   const ProxyConfig& cfg_;

@@ -1,6 +1,9 @@
 #include "imageworks/autostart.hpp"
 
+#include <csignal>
 #include <fstream>
+
+#include <sys/wait.h>
 
 #include <spdlog/spdlog.h>
 
@@ -153,7 +156,14 @@ Task<void> AutostartManager::ensure_here(std::string backend, std::string base_u
       svc->pid = spawn_in_own_group(svc->argv, log);
       svc->last_start = std::chrono::system_clock::now();
       std::ofstream(fs::path(dir_) / (backend + ".pid")) << svc->pid << "\n";
-      svc->watch = std::make_unique<ProcessExitWatch>(ioc_.get_executor(), svc->pid);
+      try {
+        svc->watch = std::make_unique<ProcessExitWatch>(ioc_.get_executor(), svc->pid);
+      } catch (const std::exception&) {  // no pidfd: do not leave a process nobody reaps
+        signal_group(svc->pid, SIGKILL);
+        ::waitpid(svc->pid, nullptr, 0);
+        svc->pid = 0;
+        throw;
+      }
       asio::co_spawn(ioc_, reap_when_done(svc, svc->pid), asio::detached);
       spdlog::info("[autostart] {} did not answer {}{}: started '{}' (pid {}, log {})", backend, root, path,
                    svc->argv.front(), svc->pid, log.string());

@@ -26,7 +26,7 @@ std::string seconds_text(double ms) {
 }  // namespace
 
 struct GpuCoordinator::Ticket {
-  explicit Ticket(Executor home) : home(home), wake(home) {}
+  explicit Ticket(Executor home) : home(home) {}
   Executor home;
   GpuTarget target;
   ModelEntry entry;  // a copy: the switch outlives the request's snapshot if it must
@@ -34,10 +34,16 @@ struct GpuCoordinator::Ticket {
   std::chrono::system_clock::time_point enqueued_wall = std::chrono::system_clock::now();
   // coordinator's
   bool granted_here = false;
-  bool force = false;  // switch even when the target already holds the GPU (deactivate)
+  bool force = false;      // switch even when the target already holds the GPU (deactivate)
+  std::string free_only;   // deactivate: "vllm" / "ollama" = only when that backend holds it
   int last_told_in_flight = -1;
-  // request's
-  asio::steady_timer wake;
+  // request's. The timer exists only while the request waits and is made and destroyed on
+  // its executor: a ticket the coordinator frees later (or never runs a handler for) has no
+  // timer left to touch another thread's (or a destroyed) io_context.
+  std::optional<asio::steady_timer> wake;
+  void wake_up() {
+    if (wake) wake->cancel();
+  }
   bool granted = false;
   std::optional<ProxyError> error;
   std::string base_url;
@@ -69,7 +75,7 @@ struct GpuCoordinator::Core {
     asio::post(t->home, [t, step = std::move(step)]() mutable {
       t->waiting = true;
       if (!step.empty()) t->steps.push_back(std::move(step));
-      t->wake.cancel();
+      t->wake_up();
     });
   }
   void tell_all(const GpuTarget& to, const std::string& step) {
@@ -85,19 +91,25 @@ struct GpuCoordinator::Core {
     asio::post(t->home, [t, url = std::move(url)]() mutable {
       t->granted = true;
       t->base_url = std::move(url);
-      t->wake.cancel();
+      t->wake_up();
     });
   }
   static void fail(const std::shared_ptr<Ticket>& t, ProxyError e) {
     asio::post(t->home, [t, e = std::move(e)]() mutable {
       t->error.emplace(std::move(e));
-      t->wake.cancel();
+      t->wake_up();
     });
   }
 
   // ---- the queue ------------------------------------------------------------------------
   void enqueue(std::shared_ptr<Ticket> t) {
     if (stopping) return fail(t, ProxyError(503, "err_backend_unavailable", "proxy shutting down"));
+    if (t->force && !t->free_only.empty()) {  // "free vLLM" / "free Ollama": only if it holds the GPU
+      const bool holds = t->free_only == "vllm"
+                             ? holder.kind == GpuTarget::Kind::vllm || vllm->status().state != BackendState::stopped
+                             : holder.kind == GpuTarget::Kind::ollama;
+      if (!holds) return grant(t);  // nothing to free: done at once
+    }
     if (!switching && queue.empty() && holder == t->target && !t->force) return grant(t);
     queue.push_back(t);
     tell(t, "");  // the request may open its SSE response now
@@ -135,7 +147,7 @@ struct GpuCoordinator::Core {
             tell(t, "Waiting for " + std::to_string(in_flight) + " running request(s) on " + holder.label() +
                         " to finish…");
           }
-        } else {
+        } else if (!stopping) {
           switching = true;
           switching_to = next;
           asio::co_spawn(owner.ioc_, run_switch(queue.front()->entry, next), asio::detached);
@@ -150,15 +162,20 @@ struct GpuCoordinator::Core {
     const auto began = Clock::now();
     std::optional<ProxyError> failure;
     spdlog::info("[gpu] switch {} -> {}", from.label(), to.label());
+    auto check_stopping = [this] {
+      if (stopping) throw ProxyError(503, "err_backend_unavailable", "proxy shutting down");
+    };
     try {
       if (to.kind != GpuTarget::Kind::vllm && vllm->status().state != BackendState::stopped) {
         tell_all(to, "Stopping vLLM " + vllm->status().logical_name + "…");
         co_await vllm->deactivate();
       }
+      check_stopping();
       if (to.kind != GpuTarget::Kind::ollama) {
         tell_all(to, "Unloading Ollama models…");
         co_await ollama->unload_all();
       }
+      check_stopping();
       if (to.kind == GpuTarget::Kind::vllm) {
         tell_all(to, "Starting " + entry.name + " on vLLM…");
         co_await vllm->activate(entry);
@@ -282,7 +299,9 @@ void GpuCoordinator::start() {
       ioc_,
       [this]() -> Task<void> {
         co_await core_->vllm->recover();
-        if (core_->vllm->status().state != BackendState::stopped)
+        // An adopted server holds the GPU once it is ready; one still loading becomes the holder
+        // through the first request's switch, whose activate() waits for its health.
+        if (core_->vllm->status().state == BackendState::ready)
           core_->holder = GpuTarget{GpuTarget::Kind::vllm, core_->vllm->status().logical_name};
         core_->arm_expiry();
         core_->publish();
@@ -301,6 +320,13 @@ void GpuCoordinator::stop(bool release) {
           core_->stopping = true;
           for (auto& t : core_->queue) Core::fail(t, ProxyError(503, "err_backend_unavailable", "proxy shutting down"));
           core_->queue.clear();
+          // A switch under way ends at its next step (it sees `stopping`); a start in
+          // progress is cut short by the deactivate below, so wait for neither too long.
+          asio::steady_timer pause(ioc_);
+          for (int i = 0; i < 100 && core_->switching && core_->vllm->status().state != BackendState::starting; ++i) {
+            pause.expires_after(50ms);
+            co_await pause.async_wait(use_task);
+          }
           try {
             co_await core_->vllm->deactivate();
             co_await core_->ollama->unload_all();
@@ -340,15 +366,20 @@ namespace {
 void wake_ticket(void* timer) { static_cast<asio::steady_timer*>(timer)->cancel(); }
 }  // namespace
 
-// However the wait ends: no client watch left pointing at the ticket's timer, and the timer
-// marked idle, so the ticket may be freed on the coordinator's thread without touching the
-// request's timer queue.
-struct TicketWaitEnd {
+
+// However a wait ends: no client watch left pointing at the ticket's timer, the timer gone
+// (destroyed here, on its own executor), and — unless the grant became a lease — the ticket
+// withdrawn: a wait that ends by an exception (the client left, a feedback write failed,
+// shutdown) gives back a grant that may already be on its way, so no lease leaks.
+struct GpuCoordinator::WaitEnd {
+  GpuCoordinator& owner;
+  std::shared_ptr<Ticket> t;
   WaitObserver* observer;
-  asio::steady_timer& wake;
-  ~TicketWaitEnd() {
+  bool handed_over = false;
+  ~WaitEnd() {
     if (observer) observer->watch_client(nullptr, nullptr);
-    wake.cancel();
+    t->wake.reset();
+    if (!handed_over) asio::post(owner.ioc_, [core = owner.core_.get(), t = t] { core->withdraw(t); });
   }
 };
 
@@ -357,33 +388,35 @@ Task<GpuLease> GpuCoordinator::acquire(const ModelEntry& entry, WaitObserver* ob
   auto t = std::make_shared<Ticket>(co_await asio::this_coro::executor);
   t->target = target_for(entry);
   t->entry = entry;
-  TicketWaitEnd end{observer, t->wake};
-  if (observer) observer->watch_client(&wake_ticket, &t->wake);
+  t->wake.emplace(t->home);
+  WaitEnd end{*this, t, observer};
+  if (observer) observer->watch_client(&wake_ticket, &*t->wake);
   asio::post(ioc_, [this, t] { core_->enqueue(t); });
-  bool told = false;
+  bool told = false, tick = false;
   for (;;) {
-    t->wake.expires_after(observer && told ? kFeedbackEvery : std::chrono::hours(24));
-    beast::error_code ec;
-    co_await t->wake.async_wait(asio::redirect_error(use_task, ec));
+    // The state first: a grant or an error that came while feedback was written counts now.
     if (t->error) throw *t->error;
     if (t->granted) break;
-    if (observer && observer->gone()) {
-      asio::post(ioc_, [this, t] { core_->withdraw(t); });
-      throw ClientGone();
-    }
-    if (observer && t->waiting) {
-      auto steps = std::move(t->steps);
-      t->steps.clear();
+    if (observer && observer->gone()) throw ClientGone();
+    if (observer && t->waiting && (!told || tick || !t->steps.empty())) {
+      auto steps = std::exchange(t->steps, {});
       co_await observer->on_wait(std::move(steps), !told);
       told = true;
+      tick = false;
+      continue;
     }
+    t->wake->expires_after(observer && told ? kFeedbackEvery : std::chrono::hours(24));
+    beast::error_code ec;
+    co_await t->wake->async_wait(asio::redirect_error(use_task, ec));
+    tick = !ec;  // the interval passed (not woken): time for another loading comment
   }
+  end.handed_over = true;
   GpuLease lease;
   lease.owner_ = this;
   lease.base_url_ = std::move(t->base_url);
   lease.waited = told;
   lease.waited_ms = std::chrono::duration<double, std::milli>(Clock::now() - began).count();
-  if (observer && told && !t->steps.empty()) co_await observer->on_wait(std::move(t->steps), false);
+  if (observer && told && !t->steps.empty()) co_await observer->on_wait(std::exchange(t->steps, {}), false);
   co_return lease;
 }
 
@@ -412,25 +445,23 @@ Task<void> GpuCoordinator::activate(const ModelEntry& entry) {
 }
 
 Task<void> GpuCoordinator::deactivate(std::string backend) {
-  auto s = state();
-  const bool vllm_holds = s->holder.kind == GpuTarget::Kind::vllm || s->vllm.state != BackendState::stopped;
-  const bool ollama_holds = s->holder.kind == GpuTarget::Kind::ollama;
-  if ((backend == "vllm" && !vllm_holds) || (backend == "ollama" && !ollama_holds)) co_return;
   ModelEntry none;
   none.name = "(free the GPU)";
   none.backend = "none";
   auto t = std::make_shared<Ticket>(co_await asio::this_coro::executor);
   t->entry = none;  // target none
   t->force = true;  // free it even if nothing is recorded as holding it (e.g. Ollama loaded by others)
-  TicketWaitEnd end{nullptr, t->wake};
+  t->free_only = backend;
+  t->wake.emplace(t->home);
+  WaitEnd end{*this, t, nullptr};
   asio::post(ioc_, [this, t] { core_->enqueue(t); });
-  for (;;) {
-    t->wake.expires_after(std::chrono::hours(24));
-    beast::error_code ec;
-    co_await t->wake.async_wait(asio::redirect_error(use_task, ec));
+  while (!t->granted) {
     if (t->error) throw *t->error;
-    if (t->granted) break;
+    t->wake->expires_after(std::chrono::hours(24));
+    beast::error_code ec;
+    co_await t->wake->async_wait(asio::redirect_error(use_task, ec));
   }
+  end.handed_over = true;
   release_one();
 }
 

@@ -6,6 +6,8 @@
 #include <csignal>
 #include <ctime>
 #include <fstream>
+
+#include <sys/wait.h>
 #include <iomanip>
 #include <sstream>
 
@@ -201,7 +203,16 @@ class LocalVllm final : public VllmControl {
       st_.last_error = e.what();
       throw ProxyError(502, "err_backend_unavailable", std::string("vLLM for '") + entry.name + "': " + e.what());
     }
-    child_ = std::make_shared<Child>(ex_, pid, true);
+    try {
+      child_ = std::make_shared<Child>(ex_, pid, true);
+    } catch (const std::exception& e) {  // no pidfd (EMFILE…): do not leave an untracked server
+      signal_group(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+      st_ = VllmStatus{};
+      st_.last_error = std::string("cannot watch the vLLM process: ") + e.what();
+      changed();
+      throw ProxyError(502, "err_backend_unavailable", st_.last_error);
+    }
     st_.pid = pid;
     start_ticks_ = process_start_ticks(pid).value_or(0);
     write_state_file();
@@ -214,6 +225,11 @@ class LocalVllm final : public VllmControl {
 
   Task<void> wait_until_healthy(const ModelEntry& entry, std::chrono::steady_clock::time_point deadline) {
     auto c = child_;
+    start_loop_running_ = true;
+    struct Running {
+      bool& flag;
+      ~Running() { flag = false; }
+    } running{start_loop_running_};
     asio::steady_timer pause(ex_);
     const auto began = std::chrono::steady_clock::now();
     for (;;) {
@@ -226,7 +242,8 @@ class LocalVllm final : public VllmControl {
         finish_stop(c, why);
         throw ProxyError(502, "err_backend_unavailable", why);
       }
-      if (co_await probe_health()) break;
+      // A 200 counts only if nothing happened meanwhile (exit, deactivate): checked above.
+      if (co_await probe_health() && child_ == c && !c->exited && st_.state == BackendState::starting) break;
       if (std::chrono::steady_clock::now() >= deadline) {
         st_.last_error = "vLLM for '" + entry.name + "' did not become ready within " +
                          std::to_string(cfg_.vllm_start_timeout_s) + " s (CHAT_PROXY_VLLM_START_TIMEOUT_S); see " +
@@ -276,7 +293,7 @@ class LocalVllm final : public VllmControl {
     const std::string why = "vLLM server '" + st_.logical_name + "' (pid " + std::to_string(c->pid) +
                             ") exited on its own with code " + std::to_string(c->exit_code) + "; see " + st_.log_path;
     spdlog::error("[vllm-manager] {}", why);
-    if (st_.state == BackendState::starting) co_return;  // the start loop reports it
+    if (start_loop_running_) co_return;  // wait_until_healthy reports it
     signal_group(c->pid, SIGKILL);
     finish_stop(c, why);
     if (on_unexpected_exit) on_unexpected_exit(why);
@@ -358,6 +375,7 @@ class LocalVllm final : public VllmControl {
   VllmStatus st_;
   std::shared_ptr<Child> child_;
   unsigned long long start_ticks_ = 0;
+  bool start_loop_running_ = false;  // wait_until_healthy is watching child_
 };
 
 }  // namespace

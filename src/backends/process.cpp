@@ -131,7 +131,12 @@ ProcessExitWatch::ProcessExitWatch(Executor ex, pid_t pid) : pid_(pid), fd_(ex) 
   // glibc 2.36's <sys/pidfd.h> lacks C linkage for C++; the system call is the same.
   const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   if (fd < 0) throw std::runtime_error("cannot watch pid " + std::to_string(pid) + ": " + std::strerror(errno));
-  fd_.assign(fd);
+  beast::error_code ec;
+  fd_.assign(fd, ec);
+  if (ec) {
+    ::close(fd);
+    throw std::runtime_error("cannot watch pid " + std::to_string(pid) + ": " + ec.message());
+  }
 }
 
 ProcessExitWatch::~ProcessExitWatch() {

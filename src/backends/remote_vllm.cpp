@@ -52,7 +52,10 @@ class RemoteVllm final : public VllmControl {
   }
 
   Task<void> activate(const ModelEntry& entry) override {
-    if (st_.state == BackendState::ready && st_.logical_name == entry.name) co_return;
+    if (st_.state == BackendState::ready && st_.logical_name == entry.name) {
+      watch();
+      co_return;
+    }
     st_.state = BackendState::starting;
     st_.logical_name = entry.name;
     st_.last_start = std::chrono::system_clock::now();
@@ -93,7 +96,8 @@ class RemoteVllm final : public VllmControl {
     } catch (const SimpleHttpError& e) {
       st_.last_error = std::string("vLLM executor unreachable: ") + e.what();
     }
-    st_.state = BackendState::stopped;
+    // The state stays as it was (not "stopped"): the executor may still run a server, and
+    // the next switch away must ask it to stop again (deactivate is idempotent there).
     throw ProxyError(502, "err_backend_unavailable", st_.last_error);
   }
 

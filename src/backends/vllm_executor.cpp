@@ -30,8 +30,8 @@ class Executor_ {
     registry_.start_watching();
   }
   void stop(bool release) {
-    if (release) {
-      auto done = asio::co_spawn(ioc_, control_->deactivate(), asio::use_future);
+    if (release) {  // in turn, after any activate still running
+      auto done = asio::co_spawn(ioc_, run(Op::deactivate, nullptr), asio::use_future);
       try {
         done.get();
       } catch (const std::exception& e) {
@@ -147,8 +147,9 @@ class Executor_ {
 }  // namespace
 
 int run_vllm_executor(const ProxyConfig& cfg) {
-  Executor_ executor(cfg);
-  executor.start();
+  // Requests waiting on the control loop are owned by handlers there: it goes first (below).
+  auto executor = std::make_unique<Executor_>(cfg);
+  executor->start();
   ServerOptions o;
   o.host = cfg.host;
   o.port = static_cast<unsigned short>(cfg.port);
@@ -157,13 +158,14 @@ int run_vllm_executor(const ProxyConfig& cfg) {
   o.keepalive_timeout = std::chrono::milliseconds(cfg.keepalive_timeout_ms);
   o.write_timeout = std::chrono::milliseconds(cfg.client_write_timeout_ms);
   o.shutdown_grace = std::chrono::milliseconds(cfg.shutdown_grace_ms);
-  Server server(o, [&executor](Exchange& ex) { return executor.handle(ex); });
+  Server server(o, [ex = executor.get()](Exchange& e) { return ex->handle(e); });
   const unsigned short port = server.listen();
   spdlog::info("[vllm-executor] listening on {}:{}", cfg.host, port);
   std::printf("imageworks-chat-proxy vllm-executor listening on http://%s:%u\n", cfg.host.c_str(), port);
   std::fflush(stdout);
   server.run();
-  executor.stop(cfg.release_on_exit);
+  executor->stop(cfg.release_on_exit);
+  executor.reset();
   return 0;
 }
 

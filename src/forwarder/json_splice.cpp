@@ -286,6 +286,24 @@ std::optional<Matches> find_all(std::string_view json, std::string_view key) {
   return all;
 }
 
+// The member's key unescaped: a view of the raw key, or of `storage` when it had escapes
+// (rare: decoded once per member, not once per wanted key); nullopt for a bad escape.
+std::optional<std::string_view> unescaped_key(const Member& m, std::optional<std::string>& storage) {
+  if (m.key_raw.find('\\') == npos) [[likely]]
+    return m.key_raw;
+  storage = json_unescape(m.key_raw);
+  if (!storage) return std::nullopt;
+  return std::string_view(*storage);
+}
+
+// out[k] = the member's raw value when its key is keys[k].
+void pick_wanted(std::string_view json, const Member& m, std::string_view key, std::span<const std::string_view> keys,
+                 std::span<std::optional<std::string_view>> out) {
+  for (std::size_t k = 0; k < keys.size(); ++k) {
+    if (key == keys[k]) out[k] = json.substr(m.value_begin, m.value_end - m.value_begin);
+  }
+}
+
 bool needs_escaping(std::string_view s) {
   for (char ch : s) {
     const auto c = static_cast<unsigned char>(ch);
@@ -317,17 +335,8 @@ bool find_top_level_values(std::string_view json, std::span<const std::string_vi
   const std::size_t n = std::min(keys.size(), out.size());
   for (std::size_t k = 0; k < out.size(); ++k) out[k].reset();
   const bool valid = walk_top_level(json, [&](const Member& m) {
-    // Escaped keys are rare: decode once per member, not once per wanted key.
     std::optional<std::string> decoded;
-    std::string_view key = m.key_raw;
-    if (key.find('\\') != std::string_view::npos) [[unlikely]] {
-      decoded = json_unescape(key);
-      if (!decoded) return;
-      key = *decoded;
-    }
-    for (std::size_t k = 0; k < n; ++k) {
-      if (key == keys[k]) out[k] = json.substr(m.value_begin, m.value_end - m.value_begin);
-    }
+    if (auto key = unescaped_key(m, decoded)) pick_wanted(json, m, *key, keys.first(n), out);
   }).has_value();
   if (!valid) {
     for (std::size_t k = 0; k < out.size(); ++k) out[k].reset();
@@ -354,14 +363,13 @@ namespace {
 // of keys a request has; sorted when there are many, so hostile input stays O(n log n).
 class KeySet {
  public:
-  void add(std::string_view raw) {
-    if (raw.find('\\') != npos) [[unlikely]] {
-      auto decoded = json_unescape(raw);
-      if (!decoded) return;  // the scan rejects the document anyway
-      decoded_.push_back(std::move(*decoded));
-      raw = decoded_.back();
+  // `transient`: the key lives in a temporary (it was unescaped), so keep a copy.
+  void add(std::string_view key, bool transient) {
+    if (transient) [[unlikely]] {
+      decoded_.emplace_back(key);
+      key = decoded_.back();
     }
-    keys_.push_back(raw);
+    keys_.push_back(key);
   }
   void clear() {
     keys_.clear();
@@ -396,17 +404,11 @@ ObjectScan scan_request_object(std::string_view json, std::span<const std::strin
   thread_local KeySet seen;  // reused: a request allocates nothing here once warm
   seen.clear();
   const bool valid = walk_top_level<true>(json, [&](const Member& m) {
-    seen.add(m.key_raw);
     std::optional<std::string> decoded;
-    std::string_view key = m.key_raw;
-    if (key.find('\\') != npos) [[unlikely]] {
-      decoded = json_unescape(key);
-      if (!decoded) return;
-      key = *decoded;
-    }
-    for (std::size_t k = 0; k < n; ++k) {
-      if (key == keys[k]) out[k] = json.substr(m.value_begin, m.value_end - m.value_begin);
-    }
+    auto key = unescaped_key(m, decoded);
+    if (!key) return;  // a bad escape: the walk fails anyway
+    seen.add(*key, decoded.has_value());
+    pick_wanted(json, m, *key, keys.first(n), out);
   }).has_value();
   if (!valid) {
     for (auto& o : out) o.reset();

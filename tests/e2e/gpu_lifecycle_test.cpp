@@ -129,6 +129,23 @@ TEST(E2eGpuLifecycle, ANewProxyAdoptsTheServerTheCrashedOneLeft) {
       << "decorations are off by default";
 }
 
+// The proxy died while the server was still loading: the next proxy adopts it as starting
+// and its first request waits for the health check instead of meeting a refused port.
+TEST(E2eGpuLifecycle, AServerStillLoadingIsAdoptedAndWaitedFor) {
+  GpuRig rig({{"vllm-a", {"--fake-load-ms", "2500"}}});
+  auto lost = std::async(std::launch::async, [&] { return rig.chat("vllm-a"); });
+  ASSERT_TRUE(rig.events->wait_for("started", 10s).has_value());
+  rig.proxy->signal(SIGKILL);
+  ASSERT_TRUE(rig.proxy->wait_exit(10s).has_value());
+  lost.wait();
+  rig.restart_proxy();
+  auto state = json::parse(http_call(rig.port(), "GET", "/v1/admin/state").body);
+  EXPECT_EQ(state["active"]["state"], "starting") << state.dump();
+  auto r = rig.chat("vllm-a");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(rig.vllm_events("started", "vllm-a").size(), 1u) << "the loading server was adopted, not replaced";
+}
+
 TEST(E2eGpuLifecycle, ADeadRecordedServerIsCleanedUpAndStartedAfresh) {
   GpuRig rig;
   ASSERT_EQ(rig.chat("vllm-a").status, 200);

@@ -117,11 +117,15 @@ struct Probe {
 class FakeClient final : public WaitObserver {
  public:
   Task<void> on_wait(std::vector<std::string> steps, bool first) override {
-    std::lock_guard lk(mu);
-    waits++;
-    for (auto& s : steps) seen.push_back(s);
+    {
+      std::lock_guard lk(mu);
+      waits++;
+      for (auto& s : steps) seen.push_back(s);
+    }
+    if (fail_writes) throw beast::system_error(asio::error::broken_pipe);  // the feedback write failed
     co_return;
   }
+  bool fail_writes = false;
   void watch_client(void (*wake)(void*), void* ctx) override {
     wake_ = wake;
     ctx_ = ctx;
@@ -206,6 +210,7 @@ struct Rig {
             std::lock_guard lk(p->mu);
             p->error = e;
           } catch (const ClientGone&) {
+          } catch (const beast::system_error&) {  // a failed feedback write ends the request
           }
           {
             std::lock_guard lk(p->mu);
@@ -346,6 +351,25 @@ TEST(GpuCoordinator, AClientThatLeavesWhileQueuedLeavesTheQueue) {
   auto& a2 = rig.request(Rig::vllm("a"));
   ASSERT_TRUE(a2.wait_granted());
   EXPECT_EQ(rig.script.count("activate b"), 0u) << "nobody waits for b any more";
+}
+
+// A wait that ends by an exception (here a loading-feedback write to a vanished client)
+// leaves the queue: its grant, had it come, would otherwise hold the GPU for good.
+TEST(GpuCoordinator, AFailedFeedbackWriteGivesTheTicketBack) {
+  Rig rig;
+  auto& a = rig.request(Rig::vllm("a"));
+  ASSERT_TRUE(a.wait_granted());
+  FakeClient client;
+  client.fail_writes = true;
+  auto& b = rig.request(Rig::vllm("b"), &client);
+  ASSERT_TRUE(b.wait_finished());
+  EXPECT_FALSE(b.is_granted());
+  a.release();
+  EXPECT_TRUE(rig.state_becomes([](const GpuState& s) { return s.queue.empty() && s.in_flight == 0; }));
+  auto& c = rig.request(Rig::vllm("c"));
+  ASSERT_TRUE(c.wait_granted());
+  EXPECT_EQ(rig.script.count("activate b"), 0u);
+  EXPECT_TRUE(rig.state_becomes([](const GpuState& s) { return s.in_flight == 1; }));
 }
 
 TEST(GpuCoordinator, AFailedStartFailsItsWaitersAndTheQueueGoesOn) {
