@@ -288,7 +288,8 @@ std::optional<Matches> find_all(std::string_view json, std::string_view key) {
 
 // The member's key unescaped: a view of the raw key, or of `storage` when it had escapes
 // (rare: decoded once per member, not once per wanted key); nullopt for a bad escape.
-std::optional<std::string_view> unescaped_key(const Member& m, std::optional<std::string>& storage) {
+[[gnu::always_inline]] inline std::optional<std::string_view> unescaped_key(const Member& m,
+                                                                           std::optional<std::string>& storage) {
   if (m.key_raw.find('\\') == npos) [[likely]]
     return m.key_raw;
   storage = json_unescape(m.key_raw);
@@ -296,8 +297,9 @@ std::optional<std::string_view> unescaped_key(const Member& m, std::optional<std
   return std::string_view(*storage);
 }
 
-// out[k] = the member's raw value when its key is keys[k].
-void pick_wanted(std::string_view json, const Member& m, std::string_view key, std::span<const std::string_view> keys,
+// out[k] = the member's raw value when its key is keys[k]. Inlined: it runs once per member
+// of every request and every stream event.
+[[gnu::always_inline]] inline void pick_wanted(std::string_view json, const Member& m, std::string_view key, std::span<const std::string_view> keys,
                  std::span<std::optional<std::string_view>> out) {
   for (std::size_t k = 0; k < keys.size(); ++k) {
     if (key == keys[k]) out[k] = json.substr(m.value_begin, m.value_end - m.value_begin);
@@ -359,39 +361,44 @@ std::size_t first_invalid_utf8(std::string_view s) {
 
 namespace {
 
-// The decoded top-level keys of one object, to find one given twice. Linear for the handful
-// of keys a request has; sorted when there are many, so hostile input stays O(n log n).
+// The decoded top-level keys of one object, to find one given twice. A request has a handful
+// of keys: they sit in a fixed array and are compared pairwise (no allocation); more than
+// that spill into a vector that is sorted, so hostile input stays O(n log n).
 class KeySet {
  public:
+  void clear() {
+    count_ = 0;
+    spill_.clear();
+    if (!decoded_.empty()) decoded_.clear();
+  }
   // `transient`: the key lives in a temporary (it was unescaped), so keep a copy.
   void add(std::string_view key, bool transient) {
     if (transient) [[unlikely]] {
       decoded_.emplace_back(key);
       key = decoded_.back();
     }
-    keys_.push_back(key);
-  }
-  void clear() {
-    keys_.clear();
-    decoded_.clear();
+    if (count_ < small_.size()) small_[count_++] = key;
+    else spill_.push_back(key);
   }
   std::optional<std::string_view> duplicate() {
-    constexpr std::size_t kLinear = 16;
-    if (keys_.size() <= kLinear) {
-      for (std::size_t a = 1; a < keys_.size(); ++a)
+    if (spill_.empty()) {
+      for (std::size_t a = 1; a < count_; ++a)
         for (std::size_t b = 0; b < a; ++b)
-          if (keys_[a] == keys_[b]) return keys_[a];
+          if (small_[a] == small_[b]) return small_[a];
       return std::nullopt;
     }
-    std::sort(keys_.begin(), keys_.end());
-    auto it = std::adjacent_find(keys_.begin(), keys_.end());
-    if (it == keys_.end()) return std::nullopt;
+    spill_.insert(spill_.end(), small_.begin(), small_.end());
+    std::sort(spill_.begin(), spill_.end());
+    auto it = std::adjacent_find(spill_.begin(), spill_.end());
+    if (it == spill_.end()) return std::nullopt;
     return *it;
   }
 
  private:
-  std::vector<std::string_view> keys_;
-  std::deque<std::string> decoded_;  // stable addresses for the views in keys_
+  std::array<std::string_view, 16> small_;
+  std::size_t count_ = 0;
+  std::vector<std::string_view> spill_;
+  std::deque<std::string> decoded_;  // stable addresses for the views above
 };
 
 }  // namespace
