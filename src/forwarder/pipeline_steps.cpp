@@ -88,9 +88,11 @@ ForwardRequest parse_forward_request(std::string_view route, std::string body) {
 BackendRoute backend_route(const ProxyConfig& cfg, const ModelEntry& e, std::string_view managed_base_url) {
   BackendRoute r;
   r.backend = e.backend;
-  std::string base = !e.backend_config.base_url.empty() ? e.backend_config.base_url
-                     : e.backend == "ollama"            ? cfg.ollama_base_url
-                                                        : std::string(managed_base_url);
+  // A reference, not a copy: this runs per request and a URL is longer than the small-string buffer.
+  std::string managed;
+  const std::string& base = !e.backend_config.base_url.empty() ? e.backend_config.base_url
+                            : e.backend == "ollama"            ? cfg.ollama_base_url
+                                                               : (managed = std::string(managed_base_url));
   if (base.empty()) {
     throw ProxyError(503, "err_backend_unavailable",
                      "model '" + e.name + "' is a managed " + e.backend +
