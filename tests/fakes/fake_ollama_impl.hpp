@@ -9,6 +9,7 @@
 
 #include <imageworks/asio.hpp>
 
+#include "fakes/fake_http_core.hpp"
 #include "fakes/fake_ollama.hpp"
 
 namespace imageworks::test {
@@ -51,19 +52,7 @@ ChatContext make_chat_context(const nlohmann::json& request, std::uint64_t seque
 
 }  // namespace fake_ollama
 
-struct FakeOllama::Impl {
-  using Request = http::request<http::string_body>;
-  using Clock = std::chrono::steady_clock;
-
-  struct Conn {
-    explicit Conn(tcp::socket s) : sock(std::move(s)), timer(sock.get_executor()) {}
-    tcp::socket sock;
-    asio::steady_timer timer;  // delays and gate waits; cancelled to wake them
-    bool responding = false;   // a reply is under way: the client leaving now is a disconnect
-    bool client_gone = false;
-    std::uint64_t reply_seq = 0;  // tells a stale disconnect watcher from the current one
-  };
-
+struct FakeOllama::Impl : FakeHttpCore<FakeOllama::Impl> {
   // A model in /api/ps; unload_at is set once a keep_alive 0 arrived (Ollama unloads
   // asynchronously), and the model counts as gone from that instant on.
   struct LoadedModel {
@@ -72,11 +61,10 @@ struct FakeOllama::Impl {
   };
 
   explicit Impl(Behavior b);
-  ~Impl();
+  ~Impl() { stop(); }
 
-  // io thread only.
-  asio::awaitable<void> accept_loop();
-  asio::awaitable<void> session(std::shared_ptr<Conn> c);
+  // io thread only (the core's accept loop, sessions, disconnect detection, pauses and
+  // gate: fake_http_core.hpp).
   asio::awaitable<bool> respond(std::shared_ptr<Conn> c, const Request& req);
   asio::awaitable<bool> generate(Conn& c, const Request& req, const Behavior& b);
   asio::awaitable<bool> chat(Conn& c, const Request& req, const Behavior& b);
@@ -85,16 +73,6 @@ struct FakeOllama::Impl {
   asio::awaitable<bool> send(Conn& c, int status, std::string_view content_type, std::string body,
                              bool keep_alive);
   asio::awaitable<bool> write_all(Conn& c, std::string_view bytes);
-  asio::awaitable<bool> pause(Conn& c, Clock::duration d);
-  asio::awaitable<bool> pass_gate(Conn& c);
-
-  bool alive(const Conn& c) const { return !c.client_gone && !stopping; }
-  void begin_reply(const std::shared_ptr<Conn>& c);
-  void end_reply(Conn& c);
-  void client_left(Conn& c);
-  void close_conn(Conn& c);
-  void wake_all();
-  void shutdown();
 
   // Any thread (they lock mu).
   void record(const Request& req);
@@ -108,24 +86,13 @@ struct FakeOllama::Impl {
   void purge_locked(Clock::time_point now);
   std::optional<Clock::time_point> next_unload_locked() const;
 
-  asio::io_context ioc;
-  tcp::acceptor acceptor;
-  unsigned short port = 0;
-  bool stopping = false;
-  std::map<Conn*, std::shared_ptr<Conn>> conns;  // open connections, closed on shutdown
-  std::size_t gate_credits = 0;
-  bool gate_open = false;
   std::uint64_t reply_counter = 0;
 
-  mutable std::mutex mu;  // guards everything below
-  mutable std::condition_variable cv;
+  // Under mu (the core's):
   Behavior behavior;
   std::vector<LoadedModel> models;  // in load order, like a scheduler's list
   std::map<std::string, Clock::time_point> unload_times;
   std::vector<OllamaCall> call_log;
-  std::vector<Clock::time_point> disconnects;
-
-  std::thread thread;  // last: starts after everything above exists
 };
 
 }  // namespace imageworks::test

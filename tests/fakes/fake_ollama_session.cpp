@@ -44,22 +44,6 @@ bool wants_stream(const nlohmann::json& body) {
 
 }  // namespace
 
-asio::awaitable<void> FakeOllama::Impl::session(std::shared_ptr<Conn> c) {
-  beast::flat_buffer buffer;
-  while (!stopping) {
-    http::request_parser<http::string_body> parser;
-    parser.body_limit(256u << 20);  // image payloads
-    beast::error_code ec;
-    co_await http::async_read(c->sock, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec || stopping) break;
-    const Request req = parser.release();
-    record(req);
-    if (!(co_await respond(c, req))) break;
-  }
-  close_conn(*c);
-  conns.erase(c.get());
-}
-
 // Ollama's gin router: exact method + path, anything else is its plain-text 404 (there is
 // no /api/stop; unloading is a generate with keep_alive 0).
 asio::awaitable<bool> FakeOllama::Impl::respond(std::shared_ptr<Conn> c, const Request& req) {

@@ -10,6 +10,7 @@
 
 #include <imageworks/asio.hpp>
 
+#include "fakes/fake_http_core.hpp"
 #include "fakes/fake_openai.hpp"
 
 namespace imageworks::test {
@@ -50,24 +51,12 @@ std::string stream_error_frames(const Behavior& b);
 
 }  // namespace fake_openai
 
-struct FakeOpenAI::Impl {
-  using Request = http::request<http::string_body>;
-
-  struct Conn {
-    explicit Conn(tcp::socket s) : sock(std::move(s)), timer(sock.get_executor()) {}
-    tcp::socket sock;
-    asio::steady_timer timer;  // delays, stalls and gate waits; cancelled to wake them
-    bool responding = false;   // a reply is under way: the client leaving now is a disconnect
-    bool client_gone = false;
-    std::uint64_t reply_seq = 0;  // tells a stale disconnect watcher from the current one
-  };
-
+struct FakeOpenAI::Impl : FakeHttpCore<FakeOpenAI::Impl> {
   explicit Impl(Behavior b);
-  ~Impl();
+  ~Impl() { stop(); }
 
-  // Everything below runs on the io thread unless it says otherwise.
-  asio::awaitable<void> accept_loop();
-  asio::awaitable<void> session(std::shared_ptr<Conn> c);
+  // Everything below runs on the io thread unless it says otherwise (the core's accept loop,
+  // sessions, disconnect detection, pauses and gate: fake_http_core.hpp).
   asio::awaitable<bool> respond(std::shared_ptr<Conn> c, const Request& req);
   asio::awaitable<bool> inference_reply(Conn& c, const Request& req, const Behavior& b,
                                         std::string_view path);
@@ -77,38 +66,13 @@ struct FakeOpenAI::Impl {
   asio::awaitable<bool> send_json(Conn& c, int status, std::string body, bool keep_alive);
   asio::awaitable<bool> write_all(Conn& c, std::string_view bytes);
   asio::awaitable<bool> write_chunked(Conn& c, std::string_view bytes, const Behavior& b);
-  asio::awaitable<bool> pause(Conn& c, std::chrono::steady_clock::duration d);
-  asio::awaitable<bool> stall(Conn& c);
-  asio::awaitable<bool> pass_gate(Conn& c);
-
-  bool alive(const Conn& c) const { return !c.client_gone && !stopping; }
-  void begin_reply(const std::shared_ptr<Conn>& c);
-  void end_reply(Conn& c);
-  void client_left(Conn& c);
-  void close_conn(Conn& c);
-  void wake_all();
-  void shutdown();
   void record(const Request& req);          // any thread (locks)
   Behavior snapshot() const;                // any thread (locks)
 
-  asio::io_context ioc;
-  tcp::acceptor acceptor;
-  unsigned short port = 0;
-  bool stopping = false;
-  std::map<Conn*, std::shared_ptr<Conn>> conns;  // open connections, closed on shutdown
-  std::size_t gate_credits = 0;
-  bool gate_open = false;
   std::uint64_t reply_counter = 0;
-
-  mutable std::mutex mu;  // guards behavior, requests, disconnects
-  mutable std::condition_variable cv;
-  Behavior behavior;
-  std::vector<RecordedRequest> requests;
-  std::vector<std::chrono::steady_clock::time_point> disconnects;
-  std::atomic<std::size_t> accepted{0};
+  Behavior behavior;                        // under mu
+  std::vector<RecordedRequest> requests;    // under mu
   std::atomic<std::size_t> frames_written{0};
-
-  std::thread thread;  // last: starts after everything above exists
 };
 
 }  // namespace imageworks::test

@@ -40,23 +40,6 @@ bool authorized(const http::request<http::string_body>& req, const std::string& 
 
 }  // namespace
 
-asio::awaitable<void> FakeOpenAI::Impl::session(std::shared_ptr<Conn> c) {
-  beast::flat_buffer buffer;
-  while (!stopping) {
-    http::request_parser<http::string_body> parser;
-    parser.body_limit(256u << 20);  // image payloads up to the proxy's own limit and beyond
-    parser.header_limit(64u << 10);
-    beast::error_code ec;
-    co_await http::async_read(c->sock, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec || stopping) break;
-    const Request req = parser.release();
-    record(req);
-    if (!(co_await respond(c, req))) break;
-  }
-  close_conn(*c);
-  conns.erase(c.get());
-}
-
 asio::awaitable<bool> FakeOpenAI::Impl::respond(std::shared_ptr<Conn> c, const Request& req) {
   const Behavior b = snapshot();
   const std::string_view target = req.target();
