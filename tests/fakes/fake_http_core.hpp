@@ -128,6 +128,27 @@ class FakeHttpCore {
     if (!gate_open) --gate_credits;
     co_return true;
   }
+  // A whole reply; false when the connection must not be reused (client gone, close).
+  asio::awaitable<bool> send(Conn& c, int status, std::string_view content_type, std::string body,
+                             bool keep_alive) {
+    http::response<http::string_body> res{static_cast<http::status>(status), 11};
+    res.set(http::field::content_type, content_type);
+    res.keep_alive(keep_alive);
+    res.body() = std::move(body);
+    res.prepare_payload();
+    beast::error_code ec;
+    co_await http::async_write(c.sock, res, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) client_left(c);
+    co_return !ec && keep_alive && alive(c);
+  }
+  asio::awaitable<bool> write_all(Conn& c, std::string_view bytes) {
+    beast::error_code ec;
+    co_await asio::async_write(c.sock, asio::buffer(bytes.data(), bytes.size()),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) client_left(c);  // a failed write while replying: the client is gone
+    co_return !ec && alive(c);
+  }
+
   // Pauses re-arm until their deadline, so waking every timer is harmless to them.
   void wake_all() {
     for (auto& [ptr, conn] : conns) conn->timer.cancel();

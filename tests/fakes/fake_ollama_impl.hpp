@@ -70,9 +70,6 @@ struct FakeOllama::Impl : FakeHttpCore<FakeOllama::Impl> {
   asio::awaitable<bool> chat(Conn& c, const Request& req, const Behavior& b);
   asio::awaitable<bool> stream(Conn& c, const std::vector<fake_ollama::Frame>& frames,
                                const Behavior& b, bool keep_alive);
-  asio::awaitable<bool> send(Conn& c, int status, std::string_view content_type, std::string body,
-                             bool keep_alive);
-  asio::awaitable<bool> write_all(Conn& c, std::string_view bytes);
 
   // Any thread (they lock mu).
   void record(const Request& req);

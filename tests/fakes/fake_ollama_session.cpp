@@ -143,19 +143,6 @@ asio::awaitable<bool> FakeOllama::Impl::chat(Conn& c, const Request& req, const 
   co_return co_await send(c, 200, kJson, fake_ollama::chat_completion_body(b, ctx), keep_alive);
 }
 
-asio::awaitable<bool> FakeOllama::Impl::send(Conn& c, int status, std::string_view content_type,
-                                             std::string body, bool keep_alive) {
-  http::response<http::string_body> res{static_cast<http::status>(status), 11};
-  res.set(http::field::content_type, content_type);
-  res.keep_alive(keep_alive);
-  res.body() = std::move(body);
-  res.prepare_payload();
-  beast::error_code ec;
-  co_await http::async_write(c.sock, res, asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) client_left(c);
-  co_return !ec && keep_alive && alive(c);
-}
-
 asio::awaitable<bool> FakeOllama::Impl::stream(Conn& c, const std::vector<fake_ollama::Frame>& frames,
                                                const Behavior& b, bool keep_alive) {
   const std::string head = sse_head(keep_alive);
@@ -169,14 +156,6 @@ asio::awaitable<bool> FakeOllama::Impl::stream(Conn& c, const std::vector<fake_o
     if (b.gate_chunks && f.kind != FrameKind::done && !(co_await pass_gate(c))) co_return false;
   }
   co_return (co_await write_all(c, "0\r\n\r\n")) && keep_alive;
-}
-
-asio::awaitable<bool> FakeOllama::Impl::write_all(Conn& c, std::string_view bytes) {
-  beast::error_code ec;
-  co_await asio::async_write(c.sock, asio::buffer(bytes.data(), bytes.size()),
-                             asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) client_left(c);  // a failed write while replying: the client is gone
-  co_return !ec && alive(c);
 }
 
 }  // namespace imageworks::test

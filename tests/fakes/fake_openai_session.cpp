@@ -9,6 +9,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using fake_openai::FrameKind;
+constexpr std::string_view kJson = "application/json";
 
 std::string sse_head(bool keep_alive) {
   std::string head =
@@ -47,16 +48,16 @@ asio::awaitable<bool> FakeOpenAI::Impl::respond(std::shared_ptr<Conn> c, const R
   const bool keep_alive = req.keep_alive();
 
   if (path == "/health") {
-    co_return co_await send_json(*c, b.health_status, R"({"status":"ok"})", keep_alive);
+    co_return co_await send(*c, b.health_status, kJson, R"({"status":"ok"})", keep_alive);
   }
   if (!authorized(req, b.required_api_key)) {
-    co_return co_await send_json(*c, 401, fake_openai::unauthorized_body(), keep_alive);
+    co_return co_await send(*c, 401, kJson, fake_openai::unauthorized_body(), keep_alive);
   }
   if (req.method() == http::verb::get && path == "/v1/models") {
-    co_return co_await send_json(*c, 200, fake_openai::models_body(b), keep_alive);
+    co_return co_await send(*c, 200, kJson, fake_openai::models_body(b), keep_alive);
   }
   if (req.method() != http::verb::post || path.substr(0, 4) != "/v1/") {
-    co_return co_await send_json(*c, 404, fake_openai::not_found_body(), keep_alive);
+    co_return co_await send(*c, 404, kJson, fake_openai::not_found_body(), keep_alive);
   }
   begin_reply(c);
   const bool reusable = co_await inference_reply(*c, req, b, path);
@@ -70,12 +71,12 @@ asio::awaitable<bool> FakeOpenAI::Impl::inference_reply(Conn& c, const Request& 
   if (b.stall_before_headers) co_return co_await stall(c);
   if (b.response_delay.count() > 0 && !(co_await pause(c, b.response_delay))) co_return false;
   if (b.status != 200) {
-    co_return co_await send_json(c, b.status, fake_openai::error_body(b, b.status, "fake upstream error"),
+    co_return co_await send(c, b.status, kJson, fake_openai::error_body(b, b.status, "fake upstream error"),
                                  keep_alive);
   }
   const auto body = nlohmann::json::parse(req.body(), nullptr, false);
   if (body.is_discarded()) {
-    co_return co_await send_json(c, 400, fake_openai::error_body(b, 400, "invalid JSON body"), keep_alive);
+    co_return co_await send(c, 400, kJson, fake_openai::error_body(b, 400, "invalid JSON body"), keep_alive);
   }
   const auto ctx = fake_openai::make_context(body, ++reply_counter);
   if (path == "/v1/chat/completions") {
@@ -84,31 +85,19 @@ asio::awaitable<bool> FakeOpenAI::Impl::inference_reply(Conn& c, const Request& 
       const auto reply_frames = fake_openai::chat_stream_frames(b, ctx);
       co_return co_await stream(c, reply_frames, b, keep_alive);
     }
-    co_return co_await send_json(c, 200, fake_openai::chat_completion_body(b, ctx), keep_alive);
+    co_return co_await send(c, 200, kJson, fake_openai::chat_completion_body(b, ctx), keep_alive);
   }
   if (path == "/v1/completions") {
     if (is_stream(body)) {
       const auto reply_frames = fake_openai::completion_stream_frames(b, ctx);
       co_return co_await stream(c, reply_frames, b, keep_alive);
     }
-    co_return co_await send_json(c, 200, fake_openai::completion_body(b, ctx), keep_alive);
+    co_return co_await send(c, 200, kJson, fake_openai::completion_body(b, ctx), keep_alive);
   }
   if (path == "/v1/embeddings") {
-    co_return co_await send_json(c, 200, fake_openai::embeddings_body(b, ctx), keep_alive);
+    co_return co_await send(c, 200, kJson, fake_openai::embeddings_body(b, ctx), keep_alive);
   }
-  co_return co_await send_json(c, 200, fake_openai::echo_body(req.method_string(), path, body), keep_alive);
-}
-
-asio::awaitable<bool> FakeOpenAI::Impl::send_json(Conn& c, int status, std::string body, bool keep_alive) {
-  http::response<http::string_body> res{static_cast<http::status>(status), 11};
-  res.set(http::field::content_type, "application/json");
-  res.keep_alive(keep_alive);
-  res.body() = std::move(body);
-  res.prepare_payload();
-  beast::error_code ec;
-  co_await http::async_write(c.sock, res, asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) client_left(c);
-  co_return !ec && keep_alive && alive(c);
+  co_return co_await send(c, 200, kJson, fake_openai::echo_body(req.method_string(), path, body), keep_alive);
 }
 
 // Frames in order; the cut points count content chunks already sent, so "after 0" cuts
@@ -144,14 +133,6 @@ asio::awaitable<bool> FakeOpenAI::Impl::stream_error(Conn& c, const Behavior& b,
   ++frames_written;
   if (!(co_await write_chunked(c, error_frames, b))) co_return false;
   co_return (co_await write_all(c, "0\r\n\r\n")) && keep_alive;
-}
-
-asio::awaitable<bool> FakeOpenAI::Impl::write_all(Conn& c, std::string_view bytes) {
-  beast::error_code ec;
-  co_await asio::async_write(c.sock, asio::buffer(bytes.data(), bytes.size()),
-                             asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) client_left(c);  // a failed write while replying: the client is gone
-  co_return !ec && alive(c);
 }
 
 // One HTTP chunk per write; with split_every_byte one byte per chunk, pausing briefly at
