@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <condition_variable>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -419,6 +420,27 @@ TEST(GpuCoordinator, DeactivateWaitsForRunningRequestsAndFreesTheGpu) {
   EXPECT_TRUE(freed.load());
   EXPECT_EQ(rig.script.snapshot(), (std::vector<std::string>{"activate a", "deactivate"}));
   EXPECT_TRUE(rig.state_becomes([](const GpuState& s) { return s.vllm.state == BackendState::stopped; }));
+}
+
+// "Free vLLM" while Ollama holds the GPU frees nothing: decided on the coordinator, so no
+// switch runs and Ollama keeps its models; "free Ollama" then does free it.
+TEST(GpuCoordinator, DeactivateOneBackendOnlyWhenItHoldsTheGpu) {
+  Rig rig;
+  auto& c = rig.request(Rig::ollama("c"));
+  ASSERT_TRUE(c.wait_granted());
+  c.release();
+  ASSERT_TRUE(rig.state_becomes([](const GpuState& s) { return s.in_flight == 0 && s.switches_total == 1; }));
+  auto free = [&](std::string backend) {
+    auto f = asio::co_spawn(rig.client, rig.gpu->deactivate(std::move(backend)), asio::use_future);
+    return f.wait_for(10s) == std::future_status::ready;
+  };
+  ASSERT_TRUE(free("vllm"));
+  EXPECT_EQ(rig.gpu->state()->switches_total, 1u);
+  EXPECT_EQ(rig.gpu->state()->holder.kind, GpuTarget::Kind::ollama);
+  ASSERT_TRUE(free("ollama"));
+  EXPECT_TRUE(rig.state_becomes([](const GpuState& s) {
+    return s.switches_total == 2 && s.holder.kind == GpuTarget::Kind::none;
+  }));
 }
 
 }  // namespace
