@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <limits>
 #include <optional>
 #include <vector>
 
@@ -278,7 +279,9 @@ Task<Reply> exchange(Stream& stream, const FetchUrl& u, const ImageFetchLimits& 
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.header_limit(16 * 1024);
-  parser.body_limit(boost::none);  // Content-Length is checked below, with a 413 of our own
+  // Content-Length is checked below, with a 413 of our own. Not boost::none: Beast 1.74
+  // compares a Content-Length with an empty limit as "over the limit".
+  parser.body_limit(std::numeric_limits<std::uint64_t>::max());
   co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(use_task, ec));
   if (ec) throw io_error(u, limits, deadline, ec, "reading the reply");
   const auto& head = parser.get();
