@@ -11,9 +11,10 @@
 //
 // Decisions: `arguments` null or missing stays so in a stream fragment ("nothing in this
 // fragment") and becomes "{}" in a whole reply; `reasoning_content` that is null counts as
-// absent; a delta with both `function_call` and `tool_calls` keeps both untouched; a tool
-// call fragment without id at an upstream index not seen before, or one carrying a name when
-// the call it would continue already has one, starts a new call (with a synthesised id).
+// absent; a `function_call` beside a non-empty `tool_calls` is left alone (an empty or null
+// `tool_calls` is replaced); a tool call fragment without id at an upstream index not seen
+// before, or one carrying a name when the call it would continue already has one, starts a
+// new call (with a synthesised id).
 #include <cstdint>
 #include <map>
 #include <optional>

@@ -109,6 +109,13 @@ int new_call(ChoiceState& st) {
   return static_cast<int>(st.named.size()) - 1;
 }
 
+// A legacy function_call is converted unless real tool_calls sit beside it (vLLM-style
+// deltas carry an empty `tool_calls: []`, SDK dumps a null one).
+bool no_tool_calls(const json& obj) {
+  auto it = obj.find("tool_calls");
+  return it == obj.end() || it->is_null() || (it->is_array() && it->empty());
+}
+
 json one_element_array(json element) {
   json array = json::array();
   array.push_back(std::move(element));
@@ -119,7 +126,7 @@ json one_element_array(json element) {
 // first fragment gets the id and type; later ones only the index and their function members.
 bool convert_stream_legacy(json& delta, ChoiceState& st) {
   auto fc = delta.find("function_call");
-  if (fc == delta.end() || !fc->is_object() || delta.contains("tool_calls")) return false;
+  if (fc == delta.end() || !fc->is_object() || !no_tool_calls(delta)) return false;
   json function = std::move(*fc);
   delta.erase("function_call");
   stringify_arguments(function);
@@ -206,7 +213,7 @@ bool fix_stream_tool_calls(json& delta, ChoiceState& st) {
 bool fix_reply_tools(json& message) {
   bool changed = false;
   auto fc = message.find("function_call");
-  if (fc != message.end() && fc->is_object() && !message.contains("tool_calls")) {
+  if (fc != message.end() && fc->is_object() && no_tool_calls(message)) {
     json call = json::object();
     call["function"] = std::move(*fc);
     message.erase("function_call");

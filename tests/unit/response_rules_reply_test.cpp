@@ -37,6 +37,8 @@ std::vector<ReplyCase> reply_cases() {
        R(R"({"tool_calls":[{"id":"$ID0","type":"function","function":{"name":"f","arguments":"{\"a\":[1,2]}"}}]})")},
       {"FunctionCallWithoutArguments", true, R(R"({"function_call":{"name":"f"}})"),
        R(R"({"tool_calls":[{"id":"$ID0","type":"function","function":{"name":"f","arguments":"{}"}}]})")},
+      {"FunctionCallBesideNullToolCalls", true, R(R"({"tool_calls":null,"function_call":{"name":"f","arguments":"{}"}})"),
+       R(R"({"tool_calls":[{"id":"$ID0","type":"function","function":{"name":"f","arguments":"{}"}}]})")},
       {"ToolCallsMissingIdAndType", true,
        R(R"({"tool_calls":[{"function":{"name":"f","arguments":"{}"}},{"id":"","function":{"name":"g","arguments":"{}"}}]})", "\"tool_calls\""),
        R(R"({"tool_calls":[{"id":"$ID0","type":"function","function":{"name":"f","arguments":"{}"}},{"id":"$ID1","type":"function","function":{"name":"g","arguments":"{}"}}]})",
