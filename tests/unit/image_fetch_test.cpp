@@ -9,6 +9,7 @@
 #include "fakes/tls_upstream.hpp"
 #include "imageworks/errors.hpp"
 #include "imageworks/image_fetch.hpp"
+#include "normalize/image_fetch_policy.hpp"
 
 namespace imageworks {
 namespace {
@@ -166,6 +167,27 @@ TEST(ImageFetchAddress, RefusesEveryNonPublicAddress) {
     EXPECT_EQ(is_forbidden_fetch_address(asio::ip::make_address(text)), forbidden) << text;
 }
 
+TEST(ImageFetchPolicy, RedirectTargetsAndContentTypes) {
+  const auto from = image_fetch::parse_fetch_url("https://Example.com:8443/a/b/c.png?x=1#f");
+  EXPECT_EQ(from.host, "example.com");
+  EXPECT_EQ(from.port, "8443");
+  EXPECT_EQ(from.target, "/a/b/c.png?x=1");
+  const std::vector<std::pair<std::string, std::string>> table = {
+      {"http://other.org/p.png", "http://other.org/p.png"}, {"//cdn.net/x", "https://cdn.net/x"},
+      {"/root.png", "https://Example.com:8443/root.png"}, {"d.png", "https://Example.com:8443/a/b/d.png"},
+      {"?y=2", "https://Example.com:8443/a/b/c.png?y=2"}, {"my pic.png", "https://Example.com:8443/a/b/my%20pic.png"},
+  };
+  for (const auto& [location, expected] : table) {
+    const auto to = image_fetch::redirect_target(from, location);
+    EXPECT_EQ(to.origin + to.target, expected) << location;
+  }
+  EXPECT_EQ(image_fetch::parse_fetch_url("http://[2606:4700::1]/").host, "2606:4700::1");
+  for (const char* ok : {"image/png", "IMAGE/WEBP; x=1", "", "application/octet-stream", "binary/octet-stream"})
+    EXPECT_TRUE(image_fetch::acceptable_content_type(ok)) << ok;
+  for (const char* no : {"text/html", "text/plain", "application/json", "video/mp4"})
+    EXPECT_FALSE(image_fetch::acceptable_content_type(no)) << no;
+}
+
 TEST_F(ImageFetch, ReturnsTheImageBody) {
   EXPECT_EQ(fetch(server->url("/img")).body, kImage);
   EXPECT_EQ(server->connections, 1);
@@ -229,7 +251,9 @@ TEST_F(ImageFetch, BadUrlsAre400) {
   expect_error(fetch("http://:" + port + "/img"), 400, "has no host");
   expect_error(fetch("http://user:pass@127.0.0.1:" + port + "/img"), 400, "credentials");
   expect_error(fetch("http://127.0.0.1:99999/img"), 400, "invalid port");
-  expect_error(fetch("http://127.0.0.1:/img"), 400, "empty port");
+  expect_error(fetch("http://127.0.0.1:/img"), 400, "invalid port");
+  expect_error(fetch("http://[::1]:/img"), 400, "invalid port");
+  expect_error(fetch("http://[::1/img"), 400, "unterminated");
   expect_error(fetch("http://exa mple.com/img"), 400, "invalid host");
   expect_error(fetch("http://127.0.0.1:" + port + "/a\r\nX: y"), 400, "control characters");
   EXPECT_EQ(server->connections, 0);
