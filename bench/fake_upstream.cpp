@@ -5,6 +5,10 @@
 // All reply bytes are precomputed; the request body is only scanned for those two flags.
 // A request header `x-bench-event-interval-us: N` paces the events N µs apart (the first
 // goes out at once), like a model generating tokens; without it they go back to back.
+// A request header `x-bench-dialect: legacy-tools` makes a stream use OpenAI's deprecated
+// `function_call` deltas instead of content (same event count and framing): the first event
+// names the function, the middle ones carry ~20-byte fragments of its JSON arguments, the
+// last has an empty delta and finish_reason "function_call" — what the proxy normalises.
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -35,11 +39,17 @@ struct Options {
   bool batch = false;  // the whole stream in one write (a server that buffers)
 };
 
-// The precomputed replies. Stream events are HTTP/1.1 chunks, each a slice of `stream`.
-struct Replies {
-  std::string completion;                     // full response: head + body
-  std::string stream;                         // head, then every event chunk back to back
+// One precomputed stream reply. Events are HTTP/1.1 chunks, each a slice of `bytes`.
+struct StreamReply {
+  std::string bytes;                          // head, then every event chunk back to back
   std::vector<std::string_view> event_chunks;  // [0] includes the head
+};
+
+// The precomputed replies.
+struct Replies {
+  std::string completion;  // full response: head + body
+  StreamReply stream;      // content deltas
+  StreamReply legacy_tools;  // legacy function_call deltas (x-bench-dialect: legacy-tools)
   std::string usage_chunk;
   std::string done_chunk;                     // data: [DONE] and the last (empty) chunk
   std::string not_found;
@@ -52,6 +62,52 @@ std::string chunk(std::string_view payload) {
 }
 
 std::string sse(std::string_view json) { return "data: " + std::string(json) + "\n\n"; }
+
+// A JSON string's contents (without the quotes) for ASCII text.
+std::string json_escape(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+// Fills `out.bytes` with `head` then one chunk per event JSON and slices it into event_chunks.
+// Built in place: the views point into `out.bytes`, which must not be reallocated afterwards.
+void build_stream(StreamReply& out, const std::string& head, const std::vector<std::string>& event_json) {
+  std::vector<std::size_t> ends;
+  out.bytes = head;
+  for (const auto& json : event_json) {
+    out.bytes += chunk(sse(json));
+    ends.push_back(out.bytes.size());
+  }
+  std::size_t begin = 0;
+  for (auto end : ends) {
+    out.event_chunks.emplace_back(out.bytes.data() + begin, end - begin);
+    begin = end;
+  }
+}
+
+// The arguments of the legacy function call: a JSON object of about 20 bytes per middle event,
+// cut into that many fragments (escaped separately, so no escape sequence is split).
+std::vector<std::string> argument_fragments(int count) {
+  if (count <= 0) return {};
+  constexpr std::size_t kFragment = 20;
+  const std::size_t target = static_cast<std::size_t>(count) * kFragment;
+  std::string args = R"({"location":"Paris, France","unit":"celsius","days":3,"notes":")";
+  const std::string_view filler = "fast fake upstream arguments for the tool-call benchmark. ";
+  const std::string_view close = R"("})";
+  for (std::size_t i = 0; args.size() + close.size() < target; ++i) args += filler[i % filler.size()];
+  args += close;
+  std::vector<std::string> out;
+  const std::size_t n = static_cast<std::size_t>(count);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::size_t b = args.size() * i / n, e = args.size() * (i + 1) / n;
+    out.push_back(json_escape(std::string_view(args).substr(b, e - b)));
+  }
+  return out;
+}
 
 Replies build_replies(int events) {
   Replies r;
@@ -70,20 +126,25 @@ Replies build_replies(int events) {
   const std::string prefix =
       R"({"id":"chatcmpl-bench0000000000000000000000","object":"chat.completion.chunk","created":1700000000,)"
       R"("model":"bench-model","system_fingerprint":"fp_bench","choices":[{"index":0,"delta":)";
-  std::vector<std::size_t> ends;
-  r.stream = head;
+  std::vector<std::string> plain, tools;
   for (int i = 0; i < events; ++i) {
     std::string delta = i == 0 ? R"({"role":"assistant","content":"tok0"})"
                                : R"({"content":" tok)" + std::to_string(i) + R"("})";
     std::string finish = i + 1 == events ? R"("stop")" : "null";
-    r.stream += chunk(sse(prefix + delta + R"(,"logprobs":null,"finish_reason":)" + finish + "}]}"));
-    ends.push_back(r.stream.size());
+    plain.push_back(prefix + delta + R"(,"logprobs":null,"finish_reason":)" + finish + "}]}");
   }
-  std::size_t begin = 0;
-  for (auto end : ends) {
-    r.event_chunks.emplace_back(r.stream.data() + begin, end - begin);
-    begin = end;
+  // Legacy dialect: the same envelope, with function_call deltas instead of content.
+  const auto fragments = argument_fragments(events - 2);
+  for (int i = 0; i < events; ++i) {
+    std::string delta =
+        i == 0 ? R"({"role":"assistant","content":null,"function_call":{"name":"get_weather","arguments":""}})"
+        : i + 1 == events ? "{}"
+                          : R"({"function_call":{"arguments":")" + fragments[static_cast<std::size_t>(i - 1)] + R"("}})";
+    std::string finish = i + 1 == events ? R"("function_call")" : "null";
+    tools.push_back(prefix + delta + R"(,"logprobs":null,"finish_reason":)" + finish + "}]}");
   }
+  build_stream(r.stream, head, plain);
+  build_stream(r.legacy_tools, head, tools);
   r.usage_chunk = chunk(sse(
       R"({"id":"chatcmpl-bench0000000000000000000000","object":"chat.completion.chunk","created":1700000000,)"
       R"("model":"bench-model","system_fingerprint":"fp_bench","choices":[],)"
@@ -116,26 +177,27 @@ asio::awaitable<void> write_all(Socket& s, std::string_view bytes, beast::error_
 }
 
 struct StreamPlan {
-  bool usage = false, batch = false;
+  bool usage = false, batch = false, legacy_tools = false;
   std::chrono::microseconds interval{0};
 };
 
 asio::awaitable<void> send_stream(Socket& s, Timer& timer, const Replies& r, const StreamPlan& plan,
                                   beast::error_code& ec) {
+  const StreamReply& events = plan.legacy_tools ? r.legacy_tools : r.stream;
   if (plan.batch && plan.interval.count() == 0) {
     std::string_view tail = plan.usage ? std::string_view(r.usage_chunk) : std::string_view();
-    std::array<asio::const_buffer, 3> bufs{asio::buffer(r.stream), asio::buffer(tail.data(), tail.size()),
+    std::array<asio::const_buffer, 3> bufs{asio::buffer(events.bytes), asio::buffer(tail.data(), tail.size()),
                                            asio::buffer(r.done_chunk)};
     co_await asio::async_write(s, bufs, asio::redirect_error(asio::use_awaitable, ec));
     co_return;
   }
-  for (std::size_t i = 0; i < r.event_chunks.size(); ++i) {
+  for (std::size_t i = 0; i < events.event_chunks.size(); ++i) {
     if (i > 0 && plan.interval.count() > 0) {
       timer.expires_after(plan.interval);
       co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return;
     }
-    co_await write_all(s, r.event_chunks[i], ec);
+    co_await write_all(s, events.event_chunks[i], ec);
     if (ec) co_return;
   }
   if (plan.usage) {
@@ -166,7 +228,8 @@ asio::awaitable<void> serve_connection(Socket s, const Replies& r, bool batch) {
     if (req.method() != http::verb::post || req.target() != "/v1/chat/completions") {
       co_await write_all(s, r.not_found, ec);
     } else if (flag_is_true(req.body(), "\"stream\"")) {
-      StreamPlan plan{flag_is_true(req.body(), "\"include_usage\""), batch, event_interval(req)};
+      StreamPlan plan{flag_is_true(req.body(), "\"include_usage\""), batch,
+                      req["x-bench-dialect"] == "legacy-tools", event_interval(req)};
       co_await send_stream(s, timer, r, plan, ec);
     } else {
       co_await write_all(s, r.completion, ec);
