@@ -19,8 +19,12 @@ TITLES = {
     "ns_rate": f"non-stream, fixed rate {env['RATE']} req/s",
     "st_closed": f"stream (64 events), closed loop, {env['STREAM_CONNS']} connections",
     "st_rate": f"stream (64 events {int(env['EVENT_GAP_US']) / 1000:g} ms apart), fixed rate {env['STREAM_RATE']} streams/s",
+    "st_tools": f"stream (64 legacy function_call events → tool_calls), closed loop, {env['STREAM_CONNS']} connections",
 }
-ORDER = ["ns_closed", "ns_rate", "st_closed", "st_rate"]
+ORDER = ["ns_closed", "ns_rate", "st_closed", "st_rate", "st_tools"]
+# "1": the proxy's st_tools stream held tool_calls in run.sh's check; "0": it did not (the
+# proxy relayed the legacy stream as is); empty: st_tools was not run.
+TOOLS_NORMALISED = env.get("TOOLS_NORMALISED", "")
 PATHS = ["direct", "nginx", "proxy"]
 
 
@@ -88,6 +92,18 @@ def path_rows(s, scen):
             first = False
 
 
+def ratio_row(label, p, n, stream):
+    """A row of p/n ratios (with differences for latencies), bold for req/s and CPU."""
+    def lat(k):
+        if p[k] is None or n[k] is None:
+            return "—"
+        return f"{fmt(ratio(p[k], n[k]), 2, '×')} ({p[k] - n[k]:+,.0f})"
+    return (f"| | **{label}** | **{fmt(ratio(p['rps'], n['rps']), 2, '×')}** | {lat('p50_us')} | "
+            f"{lat('p99_us')} | {lat('ttfe_p50_us') if stream else '—'} | "
+            f"**{fmt(ratio(p['box_cpu_us'], n['box_cpu_us']), 2, '×')}** | "
+            f"{fmt(ratio(p['hwm_kib'], n['hwm_kib']), 2, '×')} |")
+
+
 def results_table(s):
     out = ["| Run | Path | req/s | p50 µs | p99 µs | TTFE p50 µs | CPU µs/req (middle box) | Peak RSS MiB (middle box) |",
            "|---|---|--:|--:|--:|--:|--:|--:|"]
@@ -103,14 +119,11 @@ def results_table(s):
                        f"{fmt(m['p99_us'])} | {fmt(m['ttfe_p50_us']) if stream else '—'} | {cpu} | {rss} |")
         p, n = s.get((scen, "proxy")), s.get((scen, "nginx"))
         if p and n:
-            def lat(k):
-                if p[k] is None or n[k] is None:
-                    return "—"
-                return f"{fmt(ratio(p[k], n[k]), 2, '×')} ({p[k] - n[k]:+,.0f})"
-            out.append(f"| | **proxy/nginx** | **{fmt(ratio(p['rps'], n['rps']), 2, '×')}** | {lat('p50_us')} | "
-                       f"{lat('p99_us')} | {lat('ttfe_p50_us') if scen.startswith('st') else '—'} | "
-                       f"**{fmt(ratio(p['box_cpu_us'], n['box_cpu_us']), 2, '×')}** | "
-                       f"{fmt(ratio(p['hwm_kib'], n['hwm_kib']), 2, '×')} |")
+            out.append(ratio_row("proxy/nginx", p, n, scen.startswith("st")))
+        # st_tools has no nginx run: the proxy's tool-call stream against its plain stream.
+        plain = s.get(("st_closed", "proxy"))
+        if scen == "st_tools" and p and plain:
+            out.append(ratio_row("proxy: tools/plain stream", p, plain, True))
     return out
 
 
@@ -138,7 +151,19 @@ def verdicts(s):
     d = None if p is None or n is None else p - n
     add(f"Time to first event within 0.1 ms of nginx (at {env['STREAM_RATE']} streams/s)",
         fmt(d, 0, " µs"), None if d is None else d <= 100)
-    return ["| Target | Measured (proxy vs nginx, medians) | Verdict |", "|---|--:|---|"] + rows
+    r = ratio(get("st_tools", "proxy", "box_cpu_us"), get("st_closed", "proxy", "box_cpu_us"))
+    text = fmt(r, 2, "×") + (" ⚠ not normalised" if r is not None and TOOLS_NORMALISED == "0" else "")
+    add("Tool-call normalising stream CPU per stream ≤ 2× the plain stream (proxy st_tools ÷ proxy st_closed)",
+        text, None if r is None else r <= 2.0)
+    return ["| Target | Measured (proxy vs nginx unless said, medians) | Verdict |", "|---|--:|---|"] + rows
+
+
+def tools_note(s):
+    if TOOLS_NORMALISED != "0" or ("st_tools", "proxy") not in s:
+        return []
+    return ["**st_tools was not normalised:** the proxy's stream held no `tool_calls` (it relayed the "
+            "legacy `function_call` deltas as is), so the st_tools rows measure relaying that stream, "
+            "not normalising it.", ""]
 
 
 def cpu_table(s):
@@ -191,6 +216,7 @@ def main():
         *verdicts(s),
         "",
         *quiet_note(s),
+        *tools_note(s),
         "CPU time per request (µs, medians) of every process involved; \"other load\" is CPU used "
         "by anything else on the machine during a run, in % of one core. Each median is taken on "
         "its own, so user + kernel need not add up to the total:",
