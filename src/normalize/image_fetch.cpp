@@ -74,13 +74,13 @@ Task<std::vector<tcp::endpoint>> checked_endpoints(const FetchUrl& u, const Imag
       throw bad_request("image URL " + u.text() + " did not answer within " +
                         std::to_string(limits.timeout.count()) + " ms (name lookup)");
     }
-    if (p->ec) throw bad_request("image URL " + u.text() + ": cannot resolve " + u.host + ": " + p->ec.message());
+    if (p->ec) throw bad_request("image URL " + u.text() + ": cannot resolve the host: " + p->ec.message());
     for (const auto& entry : p->results) endpoints.emplace_back(entry.endpoint().address(), port);
   }
   for (const auto& e : endpoints)
     if (!allowed(e.address(), limits))
-      throw bad_request("image URL refused: " + u.host + " resolves to a private/loopback address");
-  if (endpoints.empty()) throw bad_request("image URL " + u.text() + ": " + u.host + " has no address");
+      throw bad_request("image URL refused: " + u.host.substr(0, 200) + " resolves to a private/loopback address");
+  if (endpoints.empty()) throw bad_request("image URL " + u.text() + ": the host has no address");
   co_return endpoints;
 }
 
