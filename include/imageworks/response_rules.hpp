@@ -12,9 +12,9 @@
 // Decisions: `arguments` null or missing stays so in a stream fragment ("nothing in this
 // fragment") and becomes "{}" in a whole reply; `reasoning_content` that is null counts as
 // absent; a `function_call` beside a non-empty `tool_calls` is left alone (an empty or null
-// `tool_calls` is replaced); a tool call fragment without id at an upstream index not seen
-// before, or one carrying a name when the call it would continue already has one, starts a
-// new call (with a synthesised id).
+// `tool_calls` is replaced); a tool call fragment without id starts a new call (with a
+// synthesised id) when its upstream index was not seen before, or, having no index either,
+// when it carries a name and the last call already has one.
 #include <cstdint>
 #include <map>
 #include <optional>

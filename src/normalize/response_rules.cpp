@@ -116,6 +116,12 @@ bool no_tool_calls(const json& obj) {
   return it == obj.end() || it->is_null() || (it->is_array() && it->empty());
 }
 
+// obj[key] = value; answers true for the callers' `changed = put(...)`.
+bool put(json& obj, const char* key, json value) {
+  obj[key] = std::move(value);
+  return true;
+}
+
 json one_element_array(json element) {
   json array = json::array();
   array.push_back(std::move(element));
@@ -160,11 +166,14 @@ int route_fragment(ChoiceState& st, const std::optional<std::string>& id, std::o
     st.by_id.emplace(*id, ours);
     return ours;
   }
-  int candidate = st.last;
-  if (upstream) {
+  if (upstream) {  // an index seen before continues its call; a new one is a new call
     auto u = st.by_upstream.find(*upstream);
-    candidate = u == st.by_upstream.end() ? -1 : u->second;
+    if (u != st.by_upstream.end()) return u->second;
+    fresh = true;
+    return new_call(st);
   }
+  // Neither id nor index: the last call, unless this fragment names a call again.
+  int candidate = st.last;
   if (candidate < 0 || (has_name && st.named[static_cast<std::size_t>(candidate)])) {
     fresh = true;
     return new_call(st);
@@ -192,18 +201,9 @@ bool fix_stream_tool_calls(json& delta, ChoiceState& st) {
     if (upstream) st.by_upstream[*upstream] = ours;
     st.last = ours;
     if (has_name) st.named[static_cast<std::size_t>(ours)] = true;
-    if (!upstream || *upstream != ours) {
-      entry["index"] = ours;
-      changed = true;
-    }
-    if (fresh && !id) {
-      entry["id"] = synthesize_call_id();
-      changed = true;
-    }
-    if (fresh && missing_or_null(entry, "type")) {
-      entry["type"] = "function";
-      changed = true;
-    }
+    if (!upstream || *upstream != ours) changed = put(entry, "index", ours);
+    if (fresh && !id) changed = put(entry, "id", synthesize_call_id());
+    if (fresh && missing_or_null(entry, "type")) changed = put(entry, "type", "function");
     if (function && stringify_arguments(*function)) changed = true;
   }
   return changed;
@@ -224,22 +224,12 @@ bool fix_reply_tools(json& message) {
   if (tc == message.end() || !tc->is_array()) return changed;
   for (auto& entry : *tc) {
     if (!entry.is_object()) continue;
-    if (!is_nonempty_string(entry, "id")) {
-      entry["id"] = synthesize_call_id();
-      changed = true;
-    }
-    if (missing_or_null(entry, "type")) {
-      entry["type"] = "function";
-      changed = true;
-    }
+    if (!is_nonempty_string(entry, "id")) changed = put(entry, "id", synthesize_call_id());
+    if (missing_or_null(entry, "type")) changed = put(entry, "type", "function");
     auto f = entry.find("function");
     if (f == entry.end() || !f->is_object()) continue;
-    if (missing_or_null(*f, "arguments")) {
-      (*f)["arguments"] = "{}";
-      changed = true;
-    } else if (stringify_arguments(*f)) {
-      changed = true;
-    }
+    if (missing_or_null(*f, "arguments")) changed = put(*f, "arguments", "{}");
+    else if (stringify_arguments(*f)) changed = true;
   }
   return changed;
 }

@@ -51,6 +51,8 @@ std::vector<StreamCase> stream_cases() {
       {"OllamaTwoCallsInConsecutiveChunks", true, {{T(a0), ""}, {T(b0), T(b0as1)}}},
       {"IdlessFragmentFollowsLatestCallAtItsUpstreamIndex", true,
        {{T(a0), ""}, {T(b0), T(b0as1)}, {T(frag(0, "x")), T(frag(1, "x"))}}},
+      {"IndexedIdlessRepeatedNameStaysOneCall", true,
+       {{T(a0), ""}, {T(R"({"index":0,"function":{"name":"f","arguments":"{}"}})"), ""}}},
       {"NoIndexTwoChunksById", true,
        {{T(R"({"id":"call_a","type":"function","function":{"name":"f","arguments":"{}"}})"), T(R"({"index":0,"id":"call_a","type":"function","function":{"name":"f","arguments":"{}"}})")},
         {T(R"({"id":"call_b","type":"function","function":{"name":"g","arguments":"{}"}})"), T(b0as1)}}},
