@@ -1,7 +1,8 @@
 // SPEC §6 image limits: header check, decode (stb_image, libwebp), resample (stb_image_resize)
-// and re-encode (stb_image_write). libstb.so carries the stb implementations; its error
-// string is thread_local and nothing here touches stb's global settings, so calls from
-// several worker threads do not interfere.
+// and re-encode (stb_image_write). libstb.so carries the stb implementations; nothing here
+// touches stb's global settings, so calls from several worker threads do not interfere.
+// stbi_failure_reason() is not quoted: stb tries every loader, so it names the last one's
+// complaint ("bad png sig" for a broken JPEG), which would mislead the client.
 #include "imageworks/image_codec.hpp"
 
 #include <algorithm>
@@ -35,11 +36,6 @@ constexpr int kJpegQuality = 85;
 }
 [[noreturn]] void codec_failed(const char* what) {  // stb ran out of memory: not the client's fault
   throw ProxyError(500, "err_internal", std::string("image processing failed: ") + what);
-}
-
-std::string stb_reason() {
-  const char* r = stbi_failure_reason();
-  return r ? r : "unknown error";
 }
 
 const unsigned char* bytes_of(std::string_view s) {
@@ -78,7 +74,7 @@ Header read_header(std::string_view in, ImageFormat f) {
   } else {
     int comp = 0;  // in.size() <= INT_MAX was checked by the caller
     if (!stbi_info_from_memory(bytes_of(in), int(in.size()), &h.size.w, &h.size.h, &comp))
-      bad_image(std::string(mime_type(f)) + " header is corrupt or truncated (" + stb_reason() + ")");
+      bad_image(std::string(mime_type(f)) + " header is corrupt or truncated");
   }
   check_dimensions(h.size);
   return h;
@@ -102,9 +98,7 @@ Pixels decode(std::string_view in, ImageFormat f) {
     raw = stbi_load_from_memory(bytes_of(in), int(in.size()), &p.size.w, &p.size.h, &p.channels, 0);
     p.data.reset(raw);
   }
-  if (!raw)
-    bad_image(std::string(mime_type(f)) + " data is corrupt or truncated" +
-              (f == ImageFormat::webp ? std::string() : " (" + stb_reason() + ")"));
+  if (!raw) bad_image(std::string(mime_type(f)) + " data is corrupt or truncated");
   check_dimensions(p.size);
   if (p.channels < 1 || p.channels > 4) bad_image("unsupported channel count");
   return p;

@@ -5,7 +5,9 @@
 
 #include <cstring>
 #include <optional>
+#include <atomic>
 #include <random>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -231,6 +233,30 @@ TEST(ImageCodec, OverMaxBytesShrinksUnderTheLimit) {
   EXPECT_TRUE(d.ok && d.w == out.width && d.h == out.height);
 }
 
+TEST(ImageCodec, TransparentImageStaysPngWhileShrinkingForBytes) {
+  const Bytes b = png(400, 300, 4, /*noise=*/true, /*transparent=*/true);
+  const ImageOutcome out = apply_image_limits(b, {.max_bytes = b.size() / 5});
+  EXPECT_EQ(out.format, ImageFormat::png);
+  EXPECT_LE(out.bytes.size(), b.size() / 5);
+  EXPECT_NEAR(double(out.width) / out.height, 4.0 / 3.0, 0.05);
+  EXPECT_EQ(stb_decode(out.bytes).n, 4);
+}
+
+TEST(ImageCodec, ConcurrentCallsDoNotInterfere) {
+  const Bytes ok = jpeg(200, 100), bad = png(64, 48).substr(0, 60);
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; i < 20; ++i) {
+        if (apply_image_limits(ok, {.max_edge = 50}).width != 50) ++failures;
+        if (status_of(bad, {.max_edge = 32}) != 400) ++failures;
+      }
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures, 0);
+}
+
 TEST(ImageCodec, LimitsThatCannotBeMetAre413) {
   const Bytes big = png(300, 200, 3, true);
   const struct {
@@ -270,8 +296,11 @@ TEST(ImageCodec, GifAndBmpAreTranscodedToPngForOllama) {
 
 TEST(ImageCodec, BadDataIs400) {
   const Bytes good = png(64, 48);
-  Bytes huge = good.substr(0, 33);  // signature + IHDR claiming 100000 x 100000
-  for (int i : {16, 20}) huge.replace(std::size_t(i), 4, "\x00\x01\x86\xA0", 4);
+  // Signature + IHDR claiming w x h (stb skips CRCs): rejected from the header, before any
+  // allocation — 100000² already by stb's own header check, the others by ours.
+  auto claims = [&](const char* w, const char* h) {
+    return good.substr(0, 16) + Bytes(w, 4) + Bytes(h, 4) + good.substr(24, 9);
+  };
   std::mt19937 rng(3);
   Bytes random(4096, '\0');
   for (auto& ch : random) ch = char(rng());
@@ -279,17 +308,21 @@ TEST(ImageCodec, BadDataIs400) {
     const char* name;
     Bytes bytes;
     ImageLimits lim;
+    const char* mentions;
   } cases[] = {
-      {"empty", "", {}},
-      {"random bytes", random, {}},
-      {"png cut inside IHDR", good.substr(0, 20), {}},
-      {"png cut in half, decoded", good.substr(0, good.size() / 2), {.max_edge = 32}},
-      {"jpeg cut in half, decoded", jpeg(64, 48).substr(0, 300), {.max_edge = 32}},
-      {"png body zeroed, decoded", good.substr(0, 41) + Bytes(good.size() - 41, '\0'), {.max_edge = 32}},
-      {"png claims 100000x100000", huge, {}},
-      {"jpeg magic then garbage", Bytes("\xFF\xD8\xFF") + random, {}},
-      {"gif header only", gif_2x2().substr(0, 8), {}},
-      {"webp header only", webp_lossless(8, 8).substr(0, 16), {}},
+      {"empty", "", {}, "no image data"},
+      {"random bytes", random, {}, "not a JPEG, PNG, GIF, WebP or BMP"},
+      {"png cut inside IHDR", good.substr(0, 20), {}, "header"},
+      {"png cut in half, decoded", good.substr(0, good.size() / 2), {.max_edge = 32}, "corrupt"},
+      {"jpeg cut in its tables", jpeg(64, 48).substr(0, 300), {.max_edge = 32}, "corrupt"},
+      {"png body zeroed, decoded", good.substr(0, 41) + Bytes(good.size() - 41, '\0'), {.max_edge = 32}, "corrupt"},
+      {"png claims 100000x100000", claims("\0\1\x86\xA0", "\0\1\x86\xA0"), {}, "header"},
+      {"png claims 12000x9000", claims("\0\0\x2E\xE0", "\0\0\x23\x28"), {}, "12000x9000 is too large"},
+      {"png claims 40000x10", claims("\0\0\x9C\x40", "\0\0\0\x0A"), {}, "40000x10 is too large"},
+      {"png claims 0 px wide", good.substr(0, 16) + Bytes(4, '\0') + good.substr(20), {}, ""},
+      {"jpeg magic then garbage", Bytes("\xFF\xD8\xFF") + random, {}, "header"},
+      {"gif cut in its header", gif_2x2().substr(0, 8), {}, "zero size"},
+      {"webp header only", webp_lossless(8, 8).substr(0, 16), {}, "WebP header"},
   };
   for (const auto& c : cases) {
     try {
@@ -298,6 +331,7 @@ TEST(ImageCodec, BadDataIs400) {
     } catch (const ProxyError& e) {
       EXPECT_EQ(e.status, 400) << c.name << ": " << e.what();
       EXPECT_EQ(e.code, "err_bad_request") << c.name;
+      EXPECT_NE(std::string(e.what()).find(c.mentions), std::string::npos) << c.name << ": " << e.what();
     }
   }
 }
