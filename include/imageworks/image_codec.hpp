@@ -51,8 +51,9 @@ std::string base64_encode(std::string_view in);
 //      zero size, over 32768 px a side or over 100 Mpx) — the message says what is wrong;
 //  413 err_payload_too_large: over max_bytes / max_edge with downscale off, or downscaling
 //      (≤ 8 rounds, never below 16 px a side) cannot get under max_bytes.
-// Within the limits and in an allowed format the bytes come back unchanged (changed=false)
-// after a header check only — no full decode when nothing needs to change.
+// Within the limits and in an allowed format the bytes come back unchanged (changed=false),
+// never re-encoded, but still decoded once so a cut or damaged body is a 400 here (an
+// animated WebP, which cannot be decoded, only has its header checked).
 // Downscaling keeps the aspect ratio: first to fit max_edge, then while over max_bytes by
 // about sqrt(max_bytes/size)*0.9 per round, always resampled from the decoded original.
 ImageOutcome apply_image_limits(std::string_view encoded, const ImageLimits& limits);

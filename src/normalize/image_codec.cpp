@@ -222,8 +222,12 @@ ImageOutcome apply_image_limits(std::string_view encoded, const ImageLimits& lim
   const bool over_edge = lim.max_edge > 0 && std::max(hd.size.w, hd.size.h) > lim.max_edge;
   const bool transcode =
       lim.only_jpeg_png_webp && (in == ImageFormat::gif || in == ImageFormat::bmp);
-  if (!over_bytes && !over_edge && !transcode)
+  if (!over_bytes && !over_edge && !transcode) {
+    // A sound header can front a cut or damaged body: decode it all, so a corrupt image is
+    // our clear 400 rather than the backend's puzzle (it runs on the CPU pool, off the loops).
+    if (!hd.animated) (void)decode(encoded, in);
     return {std::string(encoded), in, hd.size.w, hd.size.h, false};
+  }
 
   const std::string off = ", and downscaling is off (CHAT_PROXY_IMAGE_DOWNSCALE=0)";
   if (over_bytes && !lim.downscale)
