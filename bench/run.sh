@@ -181,9 +181,9 @@ if [[ ,$ONLY, == *,st_tools,* ]]; then
     [[ $out == *'"function_call"'* || $out == *'"tool_calls"'* ]] ||
       { echo "$t: st_tools stream is not a tool-call stream (x-bench-dialect lost?): ${out:0:300}" >&2; exit 1; }
   done
-  # The last $out is the proxy's. Until normalisation is merged it relays function_call as is.
-  if [[ $out == *'"tool_calls"'* ]]; then TOOLS_NORMALISED=1; else TOOLS_NORMALISED=0; fi
-  ((TOOLS_NORMALISED)) || log "WARNING: proxy: st_tools stream has no \"tool_calls\" (not normalised); st_tools measures a plain relay"  # TODO(after-merge): make fatal
+  # The last $out is the proxy's: it must have rewritten function_call into tool_calls.
+  if [[ $out == *'"tool_calls"'* && $out != *'"function_call":{'* ]]; then TOOLS_NORMALISED=1; else TOOLS_NORMALISED=0; fi
+  ((TOOLS_NORMALISED)) || { echo "proxy: the st_tools stream was not normalised to tool_calls: ${out:0:300}" >&2; exit 1; }
 fi
 
 # ---- measurement ---------------------------------------------------------------------
