@@ -45,6 +45,9 @@ struct ModelEntry {
   std::optional<std::int64_t> context_length;
   std::vector<std::string> layers;  // files that contributed, in merge order
   nlohmann::json raw;               // merged JSON object as loaded
+  // chat_template names a regular file in the template directory; decided when the
+  // snapshot is built (RegistryLoader::load), never per request (§6).
+  bool chat_template_found = false;
 
   // The model name the backend knows: served_model_id, else name.
   const std::string& upstream_model() const { return served_model_id.empty() ? name : served_model_id; }
@@ -60,6 +63,8 @@ struct ListingOptions {
   bool include_non_installed = false;
   bool include_test_models = false;
   std::string profile = "production";
+  // Where chat_template files live; empty = templates are not looked up (none found).
+  std::filesystem::path template_dir;
 };
 
 // A model as /v1/models lists it.
@@ -175,6 +180,7 @@ class RegistryLoader {
   };
   static LayerState stat_layer(const std::filesystem::path& p);
   std::optional<LayerContent> read_layer(const std::string& name, std::vector<RegistryIssue>& issues);
+  void resolve_chat_templates(RegistrySnapshot& snap) const;
 
   std::filesystem::path dir_;
   ListingOptions opts_;

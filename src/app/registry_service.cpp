@@ -9,7 +9,18 @@ ListingOptions listing_options(const ProxyConfig& cfg) {
   o.include_non_installed = cfg.include_non_installed;
   o.include_test_models = cfg.include_test_models;
   o.profile = cfg.profile;
+  o.template_dir = cfg.template_dir;
   return o;
+}
+
+CpuPool::CpuPool(int threads) : work_(asio::make_work_guard(ioc_)) {
+  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { ioc_.run(); });
+}
+
+CpuPool::~CpuPool() {
+  work_.reset();
+  ioc_.stop();
+  for (auto& t : threads_) t.join();
 }
 
 RegistryService::RegistryService(const ProxyConfig& cfg)

@@ -65,6 +65,20 @@ std::optional<LayerContent> RegistryLoader::read_layer(const std::string& name,
   return layer;
 }
 
+// Each entry's chat_template is looked up once per load: a request only reads the flag. A
+// named template that is missing is an issue the operator sees in /v1/debug/registry.
+void RegistryLoader::resolve_chat_templates(RegistrySnapshot& snap) const {
+  if (opts_.template_dir.empty()) return;  // a loader without one (a tool) looks nothing up
+  for (auto& e : snap.entries) {
+    if (e.chat_template.empty()) continue;
+    std::error_code ec;
+    e.chat_template_found = fs::is_regular_file(opts_.template_dir / e.chat_template, ec);
+    if (!e.chat_template_found)
+      snap.issues.push_back({e.layers.empty() ? dir_.string() : e.layers.back(), e.name, "chat_template",
+                             "template file '" + e.chat_template + "' not found in " + opts_.template_dir.string()});
+  }
+}
+
 std::shared_ptr<const RegistrySnapshot> RegistryLoader::load() {
   auto snap = std::make_shared<RegistrySnapshot>();
   std::error_code ec;
@@ -87,6 +101,7 @@ std::shared_ptr<const RegistrySnapshot> RegistryLoader::load() {
     }
   }
   snap->entries = merge_layers(layers, snap->issues);
+  resolve_chat_templates(*snap);
   snap->loaded_at = std::chrono::system_clock::now();
   build_listing(*snap, opts_);
   states_ = std::move(states);

@@ -238,8 +238,13 @@ class RegistryExampleConfig : public ::testing::Test {
 };
 
 TEST_F(RegistryExampleConfig, LoadsWithoutIssues) {
-  auto snap = load({});
+  ListingOptions opts;
+  opts.template_dir = test::source_dir() / "configs" / "chat_templates";
+  auto snap = load(opts);
   EXPECT_EQ(snap->error_summary(), "");
+  const ModelEntry* templated = snap->find_entry("qwen2.5-7b-instruct-awq");
+  ASSERT_NE(templated, nullptr);
+  EXPECT_TRUE(templated->chat_template_found) << "decided when the snapshot is built";
   EXPECT_EQ(snap->layers.size(), 2u);
   EXPECT_GE(snap->entries.size(), 6u);
   // Every referenced chat template exists in configs/chat_templates/.
@@ -248,6 +253,15 @@ TEST_F(RegistryExampleConfig, LoadsWithoutIssues) {
     EXPECT_TRUE(fs::exists(test::source_dir() / "configs" / "chat_templates" / e.chat_template))
         << e.chat_template;
   }
+}
+
+TEST_F(RegistryExampleConfig, AMissingTemplateFileIsAnIssueNamingEntryAndField) {
+  ListingOptions opts;
+  opts.template_dir = "/nonexistent-template-dir";
+  auto snap = load(opts);
+  EXPECT_NE(snap->error_summary().find("entry 'qwen2.5-7b-instruct-awq': field 'chat_template'"), std::string::npos)
+      << snap->error_summary();
+  EXPECT_FALSE(snap->find_entry("qwen2.5-7b-instruct-awq")->chat_template_found);
 }
 
 TEST_F(RegistryExampleConfig, DefaultListingShowsInstalledProductionModels) {
