@@ -10,6 +10,7 @@
 
 #include "imageworks/app.hpp"
 #include "imageworks/http.hpp"
+#include "imageworks/request_policy.hpp"
 #include "imageworks/upstream.hpp"
 
 namespace imageworks {
@@ -17,12 +18,20 @@ namespace imageworks {
 // What the client asked for, as the pipeline's steps see it.
 struct ForwardRequest {
   std::string_view route;       // "chat/completions", ...: a view of the caller's path, which outlives the request
-  std::string body;             // the upstream body (spliced in place)
+  RequestPayload payload;       // the upstream body: spliced, or a tree when a rule needs one
   std::string requested_model;  // the client's model string, unescaped
   bool stream = false;
   bool usage_added = false;     // we asked for include_usage: strip the usage-only chunk
-  bool has_stream_options = false;
-  std::size_t model_offset = 0, model_length = 0;  // the "model" value's bytes in body
+  // What the parse step's scan saw, so a rule that cannot apply costs nothing (§6):
+  std::string_view tools_field;  // "tools", "tool_choice", "functions" or "function_call" when sent
+  bool may_have_images = false;  // "image_url" occurs inside messages
+};
+
+// What the request policy changed, for the response headers (§6).
+struct PolicyEdits {
+  int images_stripped = 0;    // x-imageworks-images-stripped
+  int messages_dropped = 0;   // x-imageworks-history-truncated
+  int images_rewritten = 0;   // downscaled, transcoded or fetched and inlined
 };
 
 // Where and how to reach the model's backend.
@@ -45,7 +54,12 @@ struct RelayOutcome {
 ForwardRequest parse_forward_request(std::string_view route, std::string body);
 // `managed_base_url`: where the GPU coordinator's lease says a managed vLLM listens.
 BackendRoute backend_route(const ProxyConfig& cfg, const ModelEntry& entry, std::string_view managed_base_url = {});
+// The served id, include_usage for streams, then the bytes to send.
 void prepare_payload(ForwardRequest& fr, const ModelEntry& entry);
+// §6 on the messages: vision capability (409 or images stripped), history truncation for
+// vision and reasoning models, image limits and formats (decoding on app.cpu_pool, image
+// URLs fetched for backends that cannot). Builds a tree only when a rule applies.
+Task<PolicyEdits> apply_message_policy(App& app, ForwardRequest& fr, const ModelEntry& entry);
 // Reshape an upstream error reply into our error form (§9), keeping its status.
 ProxyError upstream_error(int status, std::string_view body);
 

@@ -19,8 +19,9 @@ ProxyError bad_request(const std::string& message, std::string param = {}) {
 
 char first_char(const std::optional<std::string_view>& raw) { return raw && !raw->empty() ? raw->front() : '\0'; }
 
+// null counts as absent ("tools": null is what some clients send for "no tools").
 void expect_kind(const std::optional<std::string_view>& v, std::string_view key, char opener, const char* what) {
-  if (v && first_char(v) != opener)
+  if (v && first_char(v) != opener && *v != "null")
     throw bad_request("field '" + std::string(key) + "' must be " + what, std::string(key));
 }
 
@@ -60,10 +61,11 @@ ForwardRequest parse_forward_request(std::string_view route, std::string body) {
   fr.route = route;
   // One scan validates the object (UTF-8 and unique keys included) and finds every member a
   // rule needs.
-  static constexpr std::string_view keys[] = {"model", "stream", "messages", "tools", "stream_options"};
-  std::optional<std::string_view> v[5];
+  static constexpr std::string_view keys[] = {"model", "stream", "messages", "tools", "stream_options",
+                                              "tool_choice", "functions", "function_call"};
+  std::optional<std::string_view> v[std::size(keys)];
   if (auto scan = scan_request_object(body, keys, v); !scan.ok()) throw rejected_body(body, scan);
-  const auto& [model, stream, messages, tools, stream_options] = v;
+  const auto& [model, stream, messages, tools, stream_options, tool_choice, functions, function_call] = v;
   if (!model) throw bad_request("missing required field 'model'", "model");
   if (first_char(model) != '"') throw bad_request("field 'model' must be a string", "model");
   auto unescaped = json_unescape(model->substr(1, model->size() - 2));
@@ -76,12 +78,19 @@ ForwardRequest parse_forward_request(std::string_view route, std::string body) {
     if (!messages) throw bad_request("missing required field 'messages'", "messages");
     expect_kind(messages, "messages", '[', "an array");
     expect_kind(tools, "tools", '[', "an array");
+    expect_kind(functions, "functions", '[', "an array");
   }
   expect_kind(stream_options, "stream_options", '{', "an object");
-  fr.has_stream_options = stream_options.has_value();
-  fr.model_offset = static_cast<std::size_t>(model->data() - body.data());
-  fr.model_length = model->size();
-  fr.body = std::move(body);  // moving keeps the offsets valid: the bytes do not change
+  // A tool member set to null asks for nothing (some clients send "tools": null).
+  for (std::size_t k : {3u, 5u, 6u, 7u})
+    if (v[k] && *v[k] != "null" && fr.tools_field.empty()) fr.tools_field = keys[k];
+  // "image_url" as written, or maybe behind an escape of an ASCII letter ("image\u005furl"):
+  // a false alarm only costs a tree, a miss would let an image past the vision rules.
+  fr.may_have_images = messages && (messages->find("image_url") != std::string_view::npos ||
+                                    messages->find("\\u00") != std::string_view::npos);
+  const auto model_offset = static_cast<std::size_t>(model->data() - body.data());
+  // Moving keeps the offset valid: the bytes do not change.
+  fr.payload = RequestPayload(std::move(body), model_offset, model->size(), stream_options.has_value());
   return fr;
 }
 
@@ -116,26 +125,10 @@ BackendRoute backend_route(const ProxyConfig& cfg, const ModelEntry& e, std::str
 }
 
 void prepare_payload(ForwardRequest& fr, const ModelEntry& entry) {
-  // Splice the served id over the model value found by the parse step: no second scan.
-  fr.body.replace(fr.model_offset, fr.model_length, json_quote(entry.upstream_model()));
-  if (!fr.stream) return;
+  fr.payload.set_model(entry.upstream_model());
   // §10: ask the stream for usage so it can be recorded; the extra chunk is stripped later.
-  if (!fr.has_stream_options) {
-    // The body is a valid object with at least "model": add the member before its last '}'.
-    fr.body.insert(fr.body.rfind('}'), R"(,"stream_options":{"include_usage":true})");
-    fr.usage_added = true;
-    return;
-  }
-  auto opts = find_top_level_value(fr.body, "stream_options");
-  if (opts && !top_level_is_true(*opts, "include_usage")) {
-    std::string merged(*opts);
-    if (has_top_level_key(merged, "include_usage"))
-      replace_top_level_value(merged, "include_usage", "true");
-    else
-      insert_top_level_member(merged, "include_usage", "true");
-    replace_top_level_value(fr.body, "stream_options", merged);
-    fr.usage_added = true;
-  }
+  if (fr.stream) fr.usage_added = fr.payload.ask_for_usage();
+  fr.payload.finalize();
 }
 
 ProxyError upstream_error(int status, std::string_view body) {

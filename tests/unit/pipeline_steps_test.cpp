@@ -21,7 +21,7 @@ json prepared(const std::string& body, const std::string& served, bool* usage_ad
   auto fr = parse_forward_request("chat/completions", body);
   prepare_payload(fr, entry(served));
   if (usage_added) *usage_added = fr.usage_added;
-  return json::parse(fr.body);
+  return json::parse(fr.payload.bytes());
 }
 
 }  // namespace
