@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "imageworks/asio.hpp"
 #include "imageworks/config.hpp"
@@ -39,6 +40,20 @@ class RegistryService {
   std::thread thread_;
 };
 
+// A few threads for CPU-heavy request work. An io_context (not asio::thread_pool) so a Task
+// can be co_spawned onto it and awaited from an event loop, as RegistryService::reload().
+class CpuPool {
+ public:
+  explicit CpuPool(int threads);
+  ~CpuPool();
+  asio::io_context& context() { return ioc_; }
+
+ private:
+  asio::io_context ioc_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::vector<std::thread> threads_;
+};
+
 struct App {
   explicit App(ProxyConfig c) : cfg(std::move(c)), registry(cfg) {}
   const ProxyConfig cfg;
@@ -51,6 +66,8 @@ struct App {
   GpuCoordinator* gpu = nullptr;
   // Starts backends whose health check fails (CHAT_PROXY_AUTOSTART_*); set by main.
   AutostartManager* autostart = nullptr;
+  // CPU-heavy request work (image decoding and encoding) runs here, off the event loops.
+  CpuPool cpu_pool{2};
 };
 
 ListingOptions listing_options(const ProxyConfig& cfg);

@@ -28,6 +28,12 @@ Task<void> ChatForwarder::handle(Exchange& ex, std::string path) {
   ForwardRequest fr = parse_forward_request(std::string_view(path).substr(4), std::move(ex.request().body()));
   auto snap = app_.registry.snapshot();  // held for the whole request: reloads do not disturb it
   const ListedModel& model = resolve_model(*snap, fr);
+  // Request policy (§6) before any GPU work: a request it refuses switches no model.
+  check_template(app_.cfg, *model.entry, fr.route);
+  if (!fr.tools_field.empty()) check_tools(*model.entry, fr.tools_field);
+  const PolicyEdits edits = co_await apply_message_policy(app_, fr, *model.entry);
+  if (edits.images_stripped) ex.add_header("x-imageworks-images-stripped", std::to_string(edits.images_stripped));
+  if (edits.messages_dropped) ex.add_header("x-imageworks-history-truncated", std::to_string(edits.messages_dropped));
   // A model on the GPU (Ollama, managed vLLM) waits for its lease: maybe a switch (§5, §8).
   // The lease is held until the reply is relayed, so no switch unloads a model under it.
   const ModelEntry& entry = *model.entry;
@@ -58,7 +64,8 @@ Task<void> ChatForwarder::handle(Exchange& ex, std::string path) {
 
   RelaySettings settings{std::chrono::milliseconds(app_.cfg.backend_timeout_ms),
                          std::chrono::milliseconds(app_.cfg.stream_idle_timeout_ms),
-                         static_cast<std::size_t>(app_.cfg.max_sse_event_bytes)};
+                         static_cast<std::size_t>(app_.cfg.max_sse_event_bytes),
+                         !app_.cfg.disable_tool_normalization};
   RelayOutcome outcome;
   std::optional<ProxyError> failure;
   try {

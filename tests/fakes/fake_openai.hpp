@@ -56,6 +56,10 @@ class FakeOpenAI {
     std::vector<std::string> models = {"fake-model"};  // GET /v1/models
     int health_status = 200;                 // GET /health
     int prompt_tokens = 7;                   // usage.prompt_tokens
+    // Scripted chat replies (another backend's dialect, §7): a stream sends each payload as
+    // one `data:` frame, then [DONE]; a whole reply is script_reply verbatim.
+    std::vector<std::string> script_events;
+    std::string script_reply;
   };
 
   FakeOpenAI();

@@ -96,6 +96,7 @@ ReplyContext make_context(const json& request, std::uint64_t sequence) {
 }
 
 std::string chat_completion_body(const Behavior& b, const ReplyContext& ctx) {
+  if (!b.script_reply.empty()) return b.script_reply;
   json message = {{"role", "assistant"}, {"content", repeat(b.text, b.chunks)}};
   if (b.tool_call) {
     message["content"] = nullptr;
@@ -164,6 +165,11 @@ std::string not_found_body() { return R"({"detail":"Not Found"})"; }
 
 std::vector<Frame> chat_stream_frames(const Behavior& b, const ReplyContext& ctx) {
   std::vector<Frame> frames;
+  if (!b.script_events.empty()) {
+    for (const auto& e : b.script_events) frames.push_back({FrameKind::content, frame(b, e)});
+    frames.push_back({FrameKind::done, frame(b, "[DONE]")});
+    return frames;
+  }
   auto chunk = [&](json delta, json finish_reason, int n) {
     json c = chunk_head(b, ctx, "chat.completion.chunk", n);
     c["choices"] = json::array({{{"index", 0}, {"delta", std::move(delta)},
