@@ -64,7 +64,7 @@ void build_upstream_request_head(Exchange& ex, const ForwardRequest& fr, const B
     h += "\r\n"sv;
   }
   h += "Content-Length: "sv;
-  h += std::to_string(fr.body.size());
+  h += std::to_string(fr.payload.bytes().size());
   h += "\r\n\r\n"sv;
 }
 
@@ -166,6 +166,9 @@ Task<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr, const Bac
   if (ex.head_sent())  // the SSE response opened for loading feedback cannot carry a whole reply
     throw ProxyError(502, "err_backend_error",
                      "backend " + route.target->pool_key + " answered a streaming request with a whole reply");
+  if (fr.route == "chat/completions" && reply_wants(body)) {  // §7, only when a rule could apply
+    if (auto normalised = normalise_reply(body, s.normalize_tools)) body = std::move(*normalised);
+  }
   restore_model_and_read_usage(body, json_quote(fr.requested_model), out);
   auto ct = p.content_type();
   co_await ex.send(static_cast<http::status>(status), std::move(body), ct.empty() ? "application/json" : ct);
@@ -183,7 +186,9 @@ Task<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const Ba
   got.reserve(kStreamReadBytes);
   p.body_to(&got);
   SseParser sse(s.max_event_bytes);
-  StreamRewriter rw(fr.requested_model, fr.usage_added);
+  std::optional<StreamRules> rules;
+  if (fr.route == "chat/completions") rules.emplace(s.normalize_tools);
+  StreamRewriter rw(fr.requested_model, fr.usage_added, std::move(rules));
   std::string out;
   out.reserve(kStreamReadBytes);
   RelayOutcome result;
@@ -264,7 +269,7 @@ Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRo
   const auto deadline = started + s.backend_timeout;
   build_upstream_request_head(ex, fr, route);
   const std::array<asio::const_buffer, 2> request_bufs{asio::buffer(ex.upstream_head_buffer()),
-                                                       asio::buffer(fr.body)};
+                                                       asio::buffer(fr.payload.bytes())};
   ClientWatch watch_state;  // lives on this frame for the whole relay
   ClientWatch* watch = &watch_state;
   ex.stream().watch_peer(&ClientWatch::on_gone, watch);

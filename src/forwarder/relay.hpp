@@ -1,7 +1,10 @@
 #pragma once
 // Sending the prepared request upstream and relaying the reply to the client: whole
 // replies with the model restored, SSE streams event by event as they arrive.
+#include <span>
+
 #include "imageworks/forwarder.hpp"
+#include "imageworks/response_rules.hpp"
 
 namespace imageworks {
 
@@ -9,6 +12,7 @@ struct RelaySettings {
   std::chrono::milliseconds backend_timeout;  // connect + first byte / whole non-stream reply
   std::chrono::milliseconds idle_timeout;     // the backend's silence between stream chunks
   std::size_t max_event_bytes;                // one upstream SSE event
+  bool normalize_tools = true;                // §7 tool rules (off: CHAT_PROXY_DISABLE_TOOL_NORMALIZATION=1)
 };
 
 Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
@@ -19,11 +23,13 @@ void read_usage(std::string_view usage_json, std::optional<std::int64_t>& prompt
                 std::optional<std::int64_t>& completion);
 
 // Rewrites one upstream SSE event for the client (model restored, id/created pinned to the
-// first chunk's, our usage chunk dropped, error dialects unified) and appends the frame(s)
-// to `out`. Pure, for unit tests.
+// first chunk's, our usage chunk dropped, error dialects unified, the §7 rules of a chat
+// stream applied to the events they want) and appends the frame(s) to `out`. Pure, for
+// unit tests.
 class StreamRewriter {
  public:
-  StreamRewriter(const std::string& requested_model, bool strip_usage_chunk);
+  // `rules`: the chat-chunk rules (response_rules.hpp), or none (text completions).
+  StreamRewriter(const std::string& requested_model, bool strip_usage_chunk, std::optional<StreamRules> rules = {});
   // Returns false once the stream is over ([DONE] or an error event was relayed).
   bool on_event(std::string_view event_name, std::string_view data, bool comment, std::string& out);
   // Frames that end the stream: [DONE] unless already sent.
@@ -35,6 +41,8 @@ class StreamRewriter {
 
  private:
   void record_usage(std::string_view usage_json);
+  void append_event(std::string_view data, std::span<std::optional<std::string_view>> v, std::string& out);
+  std::optional<StreamRules> rules_;
   std::string model_json_;  // the requested model as a JSON string literal
   bool strip_usage_;
   bool done_ = false;

@@ -49,8 +49,9 @@ void append_frame(std::string& out, std::string_view payload) {
 
 }  // namespace
 
-StreamRewriter::StreamRewriter(const std::string& requested_model, bool strip_usage_chunk)
-    : model_json_(json_quote(requested_model)), strip_usage_(strip_usage_chunk) {}
+StreamRewriter::StreamRewriter(const std::string& requested_model, bool strip_usage_chunk,
+                               std::optional<StreamRules> rules)
+    : rules_(std::move(rules)), model_json_(json_quote(requested_model)), strip_usage_(strip_usage_chunk) {}
 
 namespace {
 
@@ -125,6 +126,22 @@ bool StreamRewriter::on_event(std::string_view event_name, std::string_view data
     record_usage(*v[1]);
     if (strip_usage_ && v[2] && trim(v[2]->substr(1, v[2]->size() - 2)).empty()) return true;
   }
+  // §7 rules only for the events they want (a few substring searches); the rest as today.
+  if (rules_ && rules_->wants(data)) {
+    if (auto rewritten = rules_->apply(data)) {
+      if (find_top_level_values(*rewritten, keys, v)) {
+        append_event(*rewritten, v, out);
+        return true;
+      }
+      find_top_level_values(data, keys, v);  // (the failed scan reset v)
+    }
+  }
+  append_event(data, v, out);
+  return true;
+}
+
+void StreamRewriter::append_event(std::string_view data, std::span<std::optional<std::string_view>> v,
+                                  std::string& out) {
   // Splice: model restored; id and created pinned to the first chunk's values.
   struct Edit {
     std::string_view span;
@@ -157,7 +174,6 @@ bool StreamRewriter::on_event(std::string_view event_name, std::string_view data
       if (out[i] == '\n' || out[i] == '\r') out[i] = ' ';
   }
   out += "\n\n";
-  return true;
 }
 
 void StreamRewriter::finish(std::string& out) {

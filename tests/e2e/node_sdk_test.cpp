@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "fakes/fake_openai.hpp"
+#include "support/chat_rig.hpp"
 #include "support/proxy_process.hpp"
 #include "support/test_support.hpp"
 
@@ -15,7 +16,14 @@ TEST(E2eNodeSdk, OfficialClientStreamsToolsAndErrors) {
   auto node_dir = source_dir() / "tests" / "node";
   ASSERT_TRUE(std::filesystem::exists(node_dir / "node_modules" / "openai" / "package.json"))
       << "the openai npm package is missing: run ./scripts/setup";
-  FakeOpenAI chat, tools, broken;
+  FakeOpenAI chat, tools, broken, legacy, ollama_style;
+  FakeOpenAI::Behavior lb;
+  lb.script_events = legacy_function_call_events(
+      "get_weather", R"({"city":"Paris","unit":"celsius","days":[1,2,3],"note":"twelve pieces or more"})", 12);
+  legacy.set_behavior(lb);
+  FakeOpenAI::Behavior ob;
+  ob.script_events = ollama_two_calls_at_index0_events();
+  ollama_style.set_behavior(ob);
   FakeOpenAI::Behavior tb;
   tb.tool_call = true;
   tools.set_behavior(tb);
@@ -29,7 +37,11 @@ TEST(E2eNodeSdk, OfficialClientStreamsToolsAndErrors) {
                                        chat.base_url() + R"("}},
     {"name": "tools", "backend": "openai", "capabilities": {"tools": true}, "backend_config": {"base_url": ")" +
                                        tools.base_url() + R"("}},
-    {"name": "broken", "backend": "llamacpp", "backend_config": {"base_url": ")" + broken.base_url() + R"("}}
+    {"name": "broken", "backend": "llamacpp", "backend_config": {"base_url": ")" + broken.base_url() + R"("}},
+    {"name": "legacy", "backend": "openai", "capabilities": {"tools": true}, "backend_config": {"base_url": ")" +
+                                       legacy.base_url() + R"("}},
+    {"name": "ollama-style", "backend": "openai", "capabilities": {"tools": true}, "backend_config": {"base_url": ")" +
+                                       ollama_style.base_url() + R"("}}
   ])");
   ProxyProcess proxy({{"CHAT_PROXY_REGISTRY_DIR", dir.path().string()}, {"CHAT_PROXY_REQUIRE_TEMPLATE", "0"}});
   std::string cmd = "cd '" + node_dir.string() + "' && PROXY_BASE_URL=http://127.0.0.1:" +
@@ -41,5 +53,5 @@ TEST(E2eNodeSdk, OfficialClientStreamsToolsAndErrors) {
   while (auto n = fread(buf, 1, sizeof buf, pipe)) output.append(buf, n);
   int status = pclose(pipe);
   EXPECT_EQ(status, 0) << output << "\n--- proxy log ---\n" << proxy.stderr_text();
-  EXPECT_NE(output.find("pass 7"), std::string::npos) << output;
+  EXPECT_NE(output.find("pass 9"), std::string::npos) << output;
 }

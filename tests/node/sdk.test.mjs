@@ -1,7 +1,8 @@
 // The official OpenAI Node SDK as a real client of the proxy. Started by the gtest
 // E2eNodeSdk (tests/e2e/node_sdk_test.cpp), which runs the proxy and three fake upstreams
 // and passes PROXY_BASE_URL. Models: "chat" (plain replies), "tools" (tool calls),
-// "broken" (the upstream answers 400 with a vLLM-style integer code).
+// "broken" (the upstream answers 400 with a vLLM-style integer code), "legacy" (a legacy
+// function_call stream in 12+ pieces), "ollama-style" (two tool calls both at index 0).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
@@ -14,7 +15,7 @@ const messages = [{ role: 'user', content: 'hello' }];
 test('models.list names the registry models', async () => {
   const ids = [];
   for await (const m of client.models.list()) ids.push(m.id);
-  assert.deepEqual(ids.sort(), ['broken', 'chat', 'tools']);
+  assert.deepEqual(ids.sort(), ['broken', 'chat', 'legacy', 'ollama-style', 'tools']);
 });
 
 test('chat.completions.create, non-streaming', async () => {
@@ -93,4 +94,30 @@ test('an unknown model is a 404 NotFoundError', async () => {
     assert.equal(e.code, 'err_model_not_found');
     return true;
   });
+});
+
+const weatherTool = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object' } } }];
+
+test('a legacy function_call stream, assembled by the SDK stream helper into one tool call', async () => {
+  const stream = client.chat.completions.stream({ model: 'legacy', messages, tools: weatherTool });
+  const final = await stream.finalChatCompletion();
+  const choice = final.choices[0];
+  assert.equal(choice.finish_reason, 'tool_calls');
+  assert.equal(choice.message.tool_calls.length, 1);
+  const call = choice.message.tool_calls[0];
+  assert.match(call.id, /^call_[A-Za-z0-9]{24}$/);
+  assert.equal(call.type, 'function');
+  assert.equal(call.function.name, 'get_weather');
+  assert.deepEqual(JSON.parse(call.function.arguments),
+    { city: 'Paris', unit: 'celsius', days: [1, 2, 3], note: 'twelve pieces or more' });
+  assert.equal(final.model, 'legacy');
+});
+
+test('two calls that Ollama put at index 0 stay two calls in the SDK', async () => {
+  const stream = client.chat.completions.stream({ model: 'ollama-style', messages, tools: weatherTool });
+  const final = await stream.finalChatCompletion();
+  const calls = final.choices[0].message.tool_calls;
+  assert.equal(calls.length, 2);
+  assert.deepEqual(calls.map((c) => c.function.name), ['get_weather', 'get_time']);
+  assert.deepEqual(calls.map((c) => JSON.parse(c.function.arguments)), [{ city: 'Paris' }, { tz: 'CET' }]);
 });

@@ -47,6 +47,34 @@ void expect_error(const HttpReply& r, int status, const std::string& code) {
   EXPECT_TRUE(j["error"]["message"].is_string());
 }
 
+namespace {
+std::string dialect_chunk(json delta, json finish_reason) {
+  json c = {{"id", "chatcmpl-dialect"}, {"object", "chat.completion.chunk"}, {"created", 1700000000}, {"model", "upstream-name"}};
+  c["choices"] = json::array({{{"index", 0}, {"delta", std::move(delta)}, {"finish_reason", std::move(finish_reason)}}});
+  return c.dump();
+}
+}  // namespace
+
+std::vector<std::string> legacy_function_call_events(const std::string& name, const std::string& arguments, int pieces) {
+  std::vector<std::string> out;
+  out.push_back(dialect_chunk({{"role", "assistant"}, {"content", nullptr}, {"function_call", {{"name", name}, {"arguments", ""}}}}, nullptr));
+  const std::size_t step = (arguments.size() + pieces - 1) / static_cast<std::size_t>(pieces);
+  for (std::size_t at = 0; at < arguments.size(); at += step)
+    out.push_back(dialect_chunk({{"function_call", {{"arguments", arguments.substr(at, step)}}}}, nullptr));
+  out.push_back(dialect_chunk(json::object(), "function_call"));
+  return out;
+}
+
+std::vector<std::string> ollama_two_calls_at_index0_events() {
+  json calls = json::array();
+  calls.push_back({{"id", "call_weather"}, {"index", 0}, {"type", "function"},
+                   {"function", {{"name", "get_weather"}, {"arguments", R"({"city":"Paris"})"}}}});
+  calls.push_back({{"id", "call_time"}, {"index", 0}, {"type", "function"},
+                   {"function", {{"name", "get_time"}, {"arguments", R"({"tz":"CET"})"}}}});
+  return {dialect_chunk({{"role", "assistant"}, {"content", ""}, {"tool_calls", calls}}, nullptr),
+          dialect_chunk(json::object(), "tool_calls")};
+}
+
 unsigned short closed_loopback_port() {
   asio::io_context ioc;
   tcp::acceptor acc(ioc, {asio::ip::make_address("127.0.0.1"), 0});

@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -35,6 +36,12 @@ nlohmann::json chat_body(bool stream, const std::string& model = "Fake Chat 7b")
 
 // The reply is an OpenAI-shaped error with this status and code.
 void expect_error(const HttpReply& r, int status, const std::string& code);
+
+// Scripted streams in other backends' dialects (FakeOpenAI::Behavior::script_events), §7:
+// a legacy `function_call` whose arguments arrive in `pieces` fragments, finish_reason
+// "function_call"; and Ollama's two tool calls, both at index 0, in one chunk.
+std::vector<std::string> legacy_function_call_events(const std::string& name, const std::string& arguments, int pieces);
+std::vector<std::string> ollama_two_calls_at_index0_events();
 
 // A loopback port that was bound and closed again: connecting to it is refused.
 unsigned short closed_loopback_port();
