@@ -60,6 +60,10 @@ void prepare_payload(ForwardRequest& fr, const ModelEntry& entry);
 // vision and reasoning models, image limits and formats (decoding on app.cpu_pool, image
 // URLs fetched for backends that cannot). Builds a tree only when a rule applies.
 Task<PolicyEdits> apply_message_policy(App& app, ForwardRequest& fr, const ModelEntry& entry);
+// Whether any message rule could apply: plain requests skip the step (and its frame).
+inline bool message_policy_applies(const ProxyConfig& cfg, const ForwardRequest& fr, const ModelEntry& e) {
+  return fr.may_have_images || (e.capabilities.reasoning && cfg.reasoning_truncate_history);
+}
 // Reshape an upstream error reply into our error form (§9), keeping its status.
 ProxyError upstream_error(int status, std::string_view body);
 

@@ -46,6 +46,8 @@ class StreamRules {
   };
 
  private:
+  // A legacy call's argument-only fragment, spliced without a tree (response_fast_path.cpp).
+  std::optional<std::string> legacy_fragment_fast(std::string_view chunk);
   bool normalize_tools_;
   std::map<std::int64_t, ChoiceState> choices_;
 };
@@ -54,6 +56,11 @@ class StreamRules {
 // `choices[i].message` (tool_calls get an id and type where missing, no index is added).
 bool reply_wants(std::string_view reply_json);
 std::optional<std::string> normalise_reply(std::string_view reply_json, bool normalize_tools);
+
+// The test behind wants()/reply_wants(): does `text` contain "reasoning", "thinking" or, with
+// `tools`, "tool_calls" / "function_call", or an escape \u005x-\u007x (which could spell one
+// of those keys)? One pass over the text (response_triggers.cpp).
+bool mentions_response_trigger(std::string_view text, bool tools);
 
 // "call_" + 24 random [A-Za-z0-9]: the id given to calls that arrive without one.
 std::string synthesize_call_id();

@@ -118,7 +118,7 @@ Task<PolicyEdits> apply_message_policy(App& app, ForwardRequest& fr, const Model
   const ProxyConfig& cfg = app.cfg;
   PolicyEdits edits;
   const bool reasoning_cut = e.capabilities.reasoning && cfg.reasoning_truncate_history;
-  if (!fr.may_have_images && !reasoning_cut) co_return edits;
+  if (!message_policy_applies(cfg, fr, e)) co_return edits;
   auto& tree = fr.payload.tree();
   auto messages = tree.find("messages");
   if (messages == tree.end() || !messages->is_array()) co_return edits;

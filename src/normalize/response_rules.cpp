@@ -17,32 +17,6 @@ namespace {
 using nlohmann::json;
 using ChoiceState = StreamRules::ChoiceState;
 
-bool contains(std::string_view text, std::string_view needle) {
-  return ::memmem(text.data(), text.size(), needle.data(), needle.size()) != nullptr;
-}
-
-// A key spelled with escapes ("t\u006fol_calls") is the same key to a parser. Every trigger
-// key is lowercase letters and '_', whose escapes all begin \u005, \u006 or \u007 (the
-// \u003c-style escapes Go writes for '<', '>', '&' do not), so finding none of those proves
-// no trigger key is hiding behind an escape.
-bool has_escaped_key_letter(std::string_view text) {
-  const char* p = text.data();
-  const char* end = p + text.size();
-  while (p < end) {
-    auto* hit = static_cast<const char*>(::memmem(p, static_cast<std::size_t>(end - p), "\\u00", 4));
-    if (!hit) return false;
-    if (end - hit >= 5 && hit[4] >= '5' && hit[4] <= '7') return true;
-    p = hit + 4;
-  }
-  return false;
-}
-
-bool mentions_trigger(std::string_view text, bool tools) {
-  if (contains(text, "reasoning") || contains(text, "thinking")) return true;
-  if (tools && (contains(text, "tool_calls") || contains(text, "function_call"))) return true;
-  return has_escaped_key_letter(text);
-}
-
 // The tree of a chunk or reply whose `choices` is an array; nullopt for anything else. The
 // splice validator runs first: it bounds nesting (512 levels), so nlohmann's recursive dump
 // cannot exhaust the stack on a hostile payload.
@@ -238,10 +212,13 @@ bool fix_reply_tools(json& message) {
 
 StreamRules::StreamRules(bool normalize_tools) : normalize_tools_(normalize_tools) {}
 
-bool StreamRules::wants(std::string_view chunk_json) const { return mentions_trigger(chunk_json, normalize_tools_); }
+bool StreamRules::wants(std::string_view chunk_json) const { return mentions_response_trigger(chunk_json, normalize_tools_); }
 
 std::optional<std::string> StreamRules::apply(std::string_view chunk_json) {
   try {
+    if (normalize_tools_) {
+      if (auto fast = legacy_fragment_fast(chunk_json)) return fast;
+    }
     auto root = parse_with_choices(chunk_json);
     if (!root) return std::nullopt;
     bool changed = false;
@@ -267,7 +244,7 @@ std::optional<std::string> StreamRules::apply(std::string_view chunk_json) {
   }
 }
 
-bool reply_wants(std::string_view reply_json) { return mentions_trigger(reply_json, true); }
+bool reply_wants(std::string_view reply_json) { return mentions_response_trigger(reply_json, true); }
 
 std::optional<std::string> normalise_reply(std::string_view reply_json, bool normalize_tools) {
   try {

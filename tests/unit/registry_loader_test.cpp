@@ -17,7 +17,7 @@ const char* kDiscovered = "model_registry.discovered.json";
 const char* kCurated = "model_registry.curated.json";
 const char* kSingle = "model_registry.json";
 
-ListingOptions all_models() { return {true, true, "production"}; }
+ListingOptions all_models() { return {true, true, "production", {}}; }
 
 std::vector<std::string> names(const RegistrySnapshot& s) {
   std::vector<std::string> out;
@@ -277,7 +277,7 @@ TEST_F(RegistryExampleConfig, DefaultListingShowsInstalledProductionModels) {
 }
 
 TEST_F(RegistryExampleConfig, FlagsRevealNonInstalledTestingAndStagingModels) {
-  auto all = load({true, true, "staging"});
+  auto all = load({true, true, "staging", {}});
   EXPECT_EQ(ids(*all), (std::vector<std::string>{
                            "Qwen2.5 7B Instruct (AWQ)", "Llama 3.2 Instruct 3.2b (Q4 K M)",
                            "qwen2.5vl 8.3b (Q4 K M)", "qwen3 8.2b (Q4 K M)", "llama3.2 1.2b (Q8 0)",
@@ -288,9 +288,9 @@ TEST_F(RegistryExampleConfig, FlagsRevealNonInstalledTestingAndStagingModels) {
   EXPECT_EQ(vllm->entry->chat_template, "chatml.jinja");  // from the curated override
   EXPECT_EQ(vllm->entry->backend_config.base_url, "");   // managed by the proxy
   EXPECT_EQ(vllm->entry->layers.size(), 2u);
-  EXPECT_EQ(load({true, false, "production"})->listed.size(), 4u);
-  EXPECT_EQ(load({false, true, "production"})->listed.size(), 4u);
-  EXPECT_EQ(load({false, false, "staging"})->listed.size(), 4u);
+  EXPECT_EQ(load({true, false, "production", {}})->listed.size(), 4u);
+  EXPECT_EQ(load({false, true, "production", {}})->listed.size(), 4u);
+  EXPECT_EQ(load({false, false, "staging", {}})->listed.size(), 4u);
 }
 
 }  // namespace

@@ -70,7 +70,9 @@ TEST(RequestPolicy, TemplateRule) {
     cfg.template_dir = "/etc/templates";
     std::string code;
     EXPECT_EQ(status_of([&] { check_template(cfg, c.entry, c.route); }, &code), c.status) << c.name;
-    if (c.status) EXPECT_EQ(code, "err_template_required") << c.name;
+    if (c.status) {
+      EXPECT_EQ(code, "err_template_required") << c.name;
+    }
   }
 }
 
