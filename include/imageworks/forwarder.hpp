@@ -27,12 +27,6 @@ struct ForwardRequest {
   bool may_have_images = false;  // "image_url" occurs inside messages
 };
 
-// What the request policy changed, for the response headers (§6).
-struct PolicyEdits {
-  int images_stripped = 0;    // x-imageworks-images-stripped
-  int messages_dropped = 0;   // x-imageworks-history-truncated
-  int images_rewritten = 0;   // downscaled, transcoded or fetched and inlined
-};
 
 // Where and how to reach the model's backend.
 struct BackendRoute {
@@ -58,8 +52,9 @@ BackendRoute backend_route(const ProxyConfig& cfg, const ModelEntry& entry, std:
 void prepare_payload(ForwardRequest& fr, const ModelEntry& entry);
 // §6 on the messages: vision capability (409 or images stripped), history truncation for
 // vision and reasoning models, image limits and formats (decoding on app.cpu_pool, image
-// URLs fetched for backends that cannot). Builds a tree only when a rule applies.
-Task<PolicyEdits> apply_message_policy(App& app, ForwardRequest& fr, const ModelEntry& entry);
+// URLs fetched for backends that cannot). Builds a tree only when a rule applies. What it
+// changed goes on the response: x-imageworks-images-stripped, x-imageworks-history-truncated.
+Task<void> apply_message_policy(App& app, Exchange& ex, ForwardRequest& fr, const ModelEntry& entry);
 // Whether any message rule could apply: plain requests skip the step (and its frame).
 inline bool message_policy_applies(const ProxyConfig& cfg, const ForwardRequest& fr, const ModelEntry& e) {
   return fr.may_have_images || (e.capabilities.reasoning && cfg.reasoning_truncate_history);

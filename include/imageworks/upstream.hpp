@@ -109,4 +109,8 @@ void release_connection(std::unique_ptr<UpstreamConnection> c);
 // Close this thread's idle connections; call before its io_context goes away.
 void clear_connection_pool();
 
+// The TLS client context every outgoing HTTPS connection uses: the system CA store
+// (SSL_CERT_FILE / SSL_CERT_DIR honoured, read once), peer verification on.
+asio::ssl::context& client_tls_context();
+
 }  // namespace imageworks

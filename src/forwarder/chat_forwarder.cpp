@@ -31,12 +31,7 @@ Task<void> ChatForwarder::handle(Exchange& ex, std::string path) {
   // Request policy (§6) before any GPU work: a request it refuses switches no model.
   check_template(app_.cfg, *model.entry, fr.route);
   if (!fr.tools_field.empty()) check_tools(*model.entry, fr.tools_field);
-  if (message_policy_applies(app_.cfg, fr, *model.entry)) {
-    const PolicyEdits edits = co_await apply_message_policy(app_, fr, *model.entry);
-    if (edits.images_stripped) ex.add_header("x-imageworks-images-stripped", std::to_string(edits.images_stripped));
-    if (edits.messages_dropped)
-      ex.add_header("x-imageworks-history-truncated", std::to_string(edits.messages_dropped));
-  }
+  if (message_policy_applies(app_.cfg, fr, *model.entry)) co_await apply_message_policy(app_, ex, fr, *model.entry);
   // A model on the GPU (Ollama, managed vLLM) waits for its lease: maybe a switch (§5, §8).
   // The lease is held until the reply is relayed, so no switch unloads a model under it.
   const ModelEntry& entry = *model.entry;

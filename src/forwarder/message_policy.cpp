@@ -114,29 +114,30 @@ Task<int> process_images(App& app, std::vector<ImagePart>& parts, const ModelEnt
 
 }  // namespace
 
-Task<PolicyEdits> apply_message_policy(App& app, ForwardRequest& fr, const ModelEntry& e) {
+Task<void> apply_message_policy(App& app, Exchange& ex, ForwardRequest& fr, const ModelEntry& e) {
   const ProxyConfig& cfg = app.cfg;
-  PolicyEdits edits;
+  int images_stripped = 0, messages_dropped = 0;
   const bool reasoning_cut = e.capabilities.reasoning && cfg.reasoning_truncate_history;
-  if (!message_policy_applies(cfg, fr, e)) co_return edits;
+  if (!message_policy_applies(cfg, fr, e)) co_return;
   auto& tree = fr.payload.tree();
   auto messages = tree.find("messages");
-  if (messages == tree.end() || !messages->is_array()) co_return edits;
+  if (messages == tree.end() || !messages->is_array()) co_return;
   if (fr.may_have_images) {
     auto parts = image_parts(*messages);
     if (!parts.empty() && !e.capabilities.vision) {
       if (!cfg.strip_images_for_text_models) throw no_vision(e);
-      edits.images_stripped = strip_image_parts(*messages);
+      images_stripped = strip_image_parts(*messages);
     } else if (!parts.empty()) {
       if (cfg.vision_truncate_history) {
-        edits.messages_dropped += truncate_history(*messages, cfg.vision_keep_last_n_turns);
+        messages_dropped += truncate_history(*messages, cfg.vision_keep_last_n_turns);
         parts = image_parts(*messages);  // what is left after the cut
       }
-      edits.images_rewritten = co_await process_images(app, parts, e);
+      co_await process_images(app, parts, e);
     }
   }
-  if (reasoning_cut) edits.messages_dropped += truncate_history(*messages, cfg.reasoning_keep_last_n_turns);
-  co_return edits;
+  if (reasoning_cut) messages_dropped += truncate_history(*messages, cfg.reasoning_keep_last_n_turns);
+  if (images_stripped) ex.add_header("x-imageworks-images-stripped", std::to_string(images_stripped));
+  if (messages_dropped) ex.add_header("x-imageworks-history-truncated", std::to_string(messages_dropped));
 }
 
 }  // namespace imageworks

@@ -122,11 +122,19 @@ Task<void> read_upstream(UpstreamConnection& c, UpstreamResponseParser& p, ReadU
   return c.with_stream([&](auto& s) { return read_http(s, c.buffer, p, until, ec); });
 }
 
-// Restore the model in a whole reply and pick up its usage, in one scan of the body.
-void restore_model_and_read_usage(std::string& body, const std::string& model_json, RelayOutcome& out) {
-  static constexpr std::string_view keys[] = {"model", "usage"};
-  std::optional<std::string_view> v[2];
+// Restore the model in a whole reply and pick up its usage, in one scan of the body; a chat
+// reply that a §7 rule could change (one pass over its `choices`) is normalised first.
+void finish_reply(std::string& body, const std::string& model_json, bool chat, bool normalize_tools,
+                  RelayOutcome& out) {
+  static constexpr std::string_view keys[] = {"model", "usage", "choices"};
+  std::optional<std::string_view> v[3];
   if (!find_top_level_values(body, keys, v)) return;
+  if (chat && v[2] && mentions_response_trigger(*v[2], true)) {
+    if (auto normalised = normalise_reply(body, normalize_tools)) {
+      body = std::move(*normalised);
+      if (!find_top_level_values(body, keys, v)) return;
+    }
+  }
   if (v[1] && v[1]->front() == '{') read_usage(*v[1], out.prompt_tokens, out.completion_tokens);
   if (v[0] && v[0]->front() == '"') {
     auto offset = static_cast<std::size_t>(v[0]->data() - body.data());
@@ -166,10 +174,7 @@ Task<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr, const Bac
   if (ex.head_sent())  // the SSE response opened for loading feedback cannot carry a whole reply
     throw ProxyError(502, "err_backend_error",
                      "backend " + route.target->pool_key + " answered a streaming request with a whole reply");
-  if (fr.route == "chat/completions" && reply_wants(body)) {  // §7, only when a rule could apply
-    if (auto normalised = normalise_reply(body, s.normalize_tools)) body = std::move(*normalised);
-  }
-  restore_model_and_read_usage(body, json_quote(fr.requested_model), out);
+  finish_reply(body, json_quote(fr.requested_model), fr.route == "chat/completions", s.normalize_tools, out);
   auto ct = p.content_type();
   co_await ex.send(static_cast<http::status>(status), std::move(body), ct.empty() ? "application/json" : ct);
   out.status = status;

@@ -126,8 +126,9 @@ bool StreamRewriter::on_event(std::string_view event_name, std::string_view data
     record_usage(*v[1]);
     if (strip_usage_ && v[2] && trim(v[2]->substr(1, v[2]->size() - 2)).empty()) return true;
   }
-  // §7 rules only for the events they want (a few substring searches); the rest as today.
-  if (rules_ && rules_->wants(data)) {
+  // §7 rules only for the events they want (one pass over `choices`, the only member they
+  // touch); the rest as today.
+  if (rules_ && v[2] && rules_->wants(*v[2])) {
     if (auto rewritten = rules_->apply(data)) {
       if (find_top_level_values(*rewritten, keys, v)) {
         append_event(*rewritten, v, out);

@@ -9,6 +9,7 @@
 #include <boost/beast/ssl.hpp>
 #include <openssl/ssl.h>
 
+#include "imageworks/upstream.hpp"
 #include "normalize/image_fetch_policy.hpp"
 
 namespace imageworks {
@@ -27,16 +28,6 @@ constexpr int kMaxRedirects = 3;
 bool allowed(const asio::ip::address& a, const ImageFetchLimits& limits) {
   const AddressClass c = classify(a);
   return c == AddressClass::global || (limits.allow_private && c == AddressClass::local);
-}
-
-asio::ssl::context& tls_context() {
-  static asio::ssl::context ctx = [] {
-    asio::ssl::context c(asio::ssl::context::tls_client);
-    c.set_default_verify_paths();  // the system CA store (honours SSL_CERT_FILE / SSL_CERT_DIR)
-    c.set_verify_mode(asio::ssl::verify_peer);
-    return c;
-  }();
-  return ctx;
 }
 
 // getaddrinfo cannot be interrupted, so the wait is for "resolved or deadline", whichever
@@ -147,7 +138,7 @@ Task<Reply> fetch_once(const FetchUrl& u, const ImageFetchLimits& limits, Clock:
   std::optional<Plain> plain;
   std::unique_ptr<Secure> secure;
   if (u.tls) {
-    secure = std::make_unique<Secure>(ex, tls_context());
+    secure = std::make_unique<Secure>(ex, client_tls_context());
   } else {
     plain.emplace(ex);
   }

@@ -4,8 +4,8 @@
 // trigger (SSE2), and only positions where both match are compared in full.
 #include <cstring>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
 #endif
 
 #include "imageworks/response_rules.hpp"
@@ -30,12 +30,55 @@ bool trigger_at(const char* p, const char* end, bool tools) {
   }
 }
 
+#if defined(__x86_64__)
+// The same filter 32 bytes a step, for CPUs with AVX2 (chosen once at run time). Returns the
+// offset where the caller's narrower loops go on; true in `found` on a match.
+__attribute__((target("avx2"))) std::size_t scan_avx2(const char* p, const char* end, bool tools, bool& found) {
+  const std::size_t n = static_cast<std::size_t>(end - p);
+  constexpr std::size_t kReach = 12 + 32;
+  std::size_t i = 0;
+  // (no lambdas: they would not inherit the target attribute)
+#define IW_AT(k) _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + (k)))
+#define IW_EQ(v, c) _mm256_cmpeq_epi8((v), _mm256_set1_epi8(c))
+  for (; i + kReach <= n; i += 32) {
+    const __m256i a = IW_AT(i);
+    const __m256i t = IW_EQ(a, 't');
+    __m256i hit = _mm256_and_si256(IW_EQ(a, 'r'), IW_EQ(IW_AT(i + 8), 'g'));
+    hit = _mm256_or_si256(hit, _mm256_and_si256(t, IW_EQ(IW_AT(i + 7), 'g')));
+    hit = _mm256_or_si256(hit, _mm256_and_si256(t, IW_EQ(IW_AT(i + 9), 's')));
+    hit = _mm256_or_si256(hit, _mm256_and_si256(IW_EQ(a, 'f'), IW_EQ(IW_AT(i + 12), 'l')));
+    hit = _mm256_or_si256(hit, _mm256_and_si256(IW_EQ(a, '\\'), IW_EQ(IW_AT(i + 3), '0')));
+#undef IW_AT
+#undef IW_EQ
+    for (unsigned mask = static_cast<unsigned>(_mm256_movemask_epi8(hit)); mask; mask &= mask - 1)
+      if (trigger_at(p + i + static_cast<std::size_t>(__builtin_ctz(mask)), end, tools)) {
+        found = true;
+        return i;
+      }
+  }
+  return i;
+}
+
+bool have_avx2() {
+  __builtin_cpu_init();  // (may run before the CPU model's own constructor)
+  return __builtin_cpu_supports("avx2");
+}
+#endif
+
 }  // namespace
 
 bool mentions_response_trigger(std::string_view text, bool tools) {
   const char* p = text.data();
   const char* end = p + text.size();
   std::size_t i = 0;
+#if defined(__x86_64__)
+  static const bool avx2 = have_avx2();
+  if (avx2) {
+    bool found = false;
+    i = scan_avx2(p, end, tools, found);
+    if (found) return true;
+  }
+#endif
 #if defined(__SSE2__)
   // Loads reach 12 bytes past a block (the last byte of "function_call"): stay inside text.
   constexpr std::size_t kReach = 12 + 16;

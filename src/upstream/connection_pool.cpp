@@ -15,16 +15,6 @@ namespace {
 constexpr std::size_t kMaxIdlePerTarget = 64;
 constexpr std::size_t kReadBufferBytes = 16 * 1024;
 
-asio::ssl::context& tls_context() {
-  static asio::ssl::context ctx = [] {
-    asio::ssl::context c(asio::ssl::context::tls_client);
-    c.set_default_verify_paths();  // the system CA store (honours SSL_CERT_FILE / SSL_CERT_DIR)
-    c.set_verify_mode(asio::ssl::verify_peer);
-    return c;
-  }();
-  return ctx;
-}
-
 using Pool = std::unordered_map<std::string, std::vector<std::unique_ptr<UpstreamConnection>>>;
 Pool& thread_pool() {
   thread_local Pool pool;
@@ -48,9 +38,19 @@ ProxyError connect_error(const UpstreamTarget& t, const TimedSocket& s, const be
 
 }  // namespace
 
+asio::ssl::context& client_tls_context() {
+  static asio::ssl::context ctx = [] {
+    asio::ssl::context c(asio::ssl::context::tls_client);
+    c.set_default_verify_paths();  // the system CA store (honours SSL_CERT_FILE / SSL_CERT_DIR)
+    c.set_verify_mode(asio::ssl::verify_peer);
+    return c;
+  }();
+  return ctx;
+}
+
 UpstreamConnection::UpstreamConnection(Executor ex, const UpstreamTarget& t)
     : tcp_(ex), key_(t.pool_key) {
-  if (t.tls) tls_ = std::make_unique<UpstreamTls>(ex, tls_context());
+  if (t.tls) tls_ = std::make_unique<UpstreamTls>(ex, client_tls_context());
   buffer.reserve(kReadBufferBytes);
 }
 
