@@ -77,6 +77,14 @@ Task<int> process_images(App& app, std::vector<ImagePart>& parts, const ModelEnt
   job->limits.max_edge = cfg.image_max_edge;
   job->limits.downscale = cfg.image_downscale;
   job->limits.only_jpeg_png_webp = inline_only;
+  // Every input moved out of the tree goes back where it came from, whatever happens.
+  struct Restore {
+    ImageJob& job;
+    ~Restore() {
+      for (auto& it : job.items)
+        if (it.ready) *it.url = std::move(it.input);
+    }
+  } restore{*job};
   for (auto& p : parts) {
     std::string& url = p.url->get_ref<std::string&>();
     const std::string where = "messages[" + std::to_string(p.message) + "].content[" + std::to_string(p.part) + "]";
@@ -100,14 +108,6 @@ Task<int> process_images(App& app, std::vector<ImagePart>& parts, const ModelEnt
     job->items.push_back({p.url, std::move(bytes), true, url, false});
   }
   if (job->items.empty()) co_return 0;
-  // Put every input back where it came from, whatever happens.
-  struct Restore {
-    ImageJob& job;
-    ~Restore() {
-      for (auto& it : job.items)
-        if (it.ready) *it.url = std::move(it.input);
-    }
-  } restore{*job};
   co_await asio::co_spawn(app.cpu_pool.context(), run_image_job(job), use_task);
   co_return job->rewritten;
 }
