@@ -54,13 +54,8 @@ TEST_F(VllmManagerRecovery, CrashAfterReadyIsReportedAndCleanedUp) {
   m.on_unexpected_exit([exited, calls](const std::string& why) {
     if ((*calls)++ == 0) exited->set_value(why);
   });
-  auto up = m.activate(entry("alpha", "alpha", {"--fake-crash-after-ms", "300", "--fake-spawn-worker"}));
-  ASSERT_TRUE(settles(up));
-  up.get();
-  const auto worker_event = events.wait_for("worker_spawned", 5s);
-  ASSERT_TRUE(worker_event);
-  const pid_t leader = worker_event->at("pid").get<pid_t>();
-  const pid_t worker = worker_event->at("worker_pid").get<pid_t>();
+  const auto [leader, worker] = activate_with_worker(m, {"--fake-crash-after-ms", "300"});
+  ASSERT_NE(leader, 0);
 
   ASSERT_EQ(reported.wait_for(10s), std::future_status::ready) << "on_unexpected_exit did not run";
   const std::string why = reported.get();

@@ -158,6 +158,24 @@ class VllmManagerFixture : public ::testing::Test {
     return e;
   }
 
+  // Activates `fake_flags` + --fake-spawn-worker and returns {leader, worker} pids once the
+  // worker is up; a failure is recorded and pids stay 0 (callers ASSERT on the result).
+  std::pair<pid_t, pid_t> activate_with_worker(ManagerLoop& m, std::vector<std::string> fake_flags = {}) {
+    fake_flags.push_back("--fake-spawn-worker");
+    auto up = m.activate(entry("alpha", "alpha", std::move(fake_flags)));
+    if (!settles(up)) {
+      ADD_FAILURE() << "activate did not settle";
+      return {0, 0};
+    }
+    up.get();
+    const auto worker_event = events.wait_for("worker_spawned", 5s);
+    if (!worker_event) {
+      ADD_FAILURE() << "no worker_spawned event";
+      return {0, 0};
+    }
+    return {worker_event->at("pid").get<pid_t>(), worker_event->at("worker_pid").get<pid_t>()};
+  }
+
   std::filesystem::path state_path() const { return cfg.vllm_state_path; }
   std::filesystem::path log_path(const std::string& name) const {
     return state_path().parent_path() / "logs" / ("vllm-" + name + ".log");

@@ -75,13 +75,8 @@ TEST_F(VllmManager, ActivateIsReadyOnlyAfterHealthReturns200) {
 
 TEST_F(VllmManager, DeactivateStopsLeaderAndWorkerAndReapsTheLeader) {
   auto& m = manager();
-  auto up = m.activate(entry("alpha", "alpha", {"--fake-spawn-worker"}));
-  ASSERT_TRUE(settles(up));
-  up.get();
-  const auto worker_event = events.wait_for("worker_spawned", 5s);
-  ASSERT_TRUE(worker_event);
-  const pid_t leader = worker_event->at("pid").get<pid_t>();
-  const pid_t worker = worker_event->at("worker_pid").get<pid_t>();
+  const auto [leader, worker] = activate_with_worker(m);
+  ASSERT_NE(leader, 0);
   ASSERT_TRUE(process_alive(leader));
   ASSERT_TRUE(process_alive(worker));
 
@@ -103,13 +98,8 @@ TEST_F(VllmManager, DeactivateStopsLeaderAndWorkerAndReapsTheLeader) {
 TEST_F(VllmManager, SigtermIgnoredMeansSigkillToTheGroupAfterTheGrace) {
   cfg.vllm_stop_grace_s = 1;
   auto& m = manager();
-  auto up = m.activate(entry("alpha", "alpha", {"--fake-ignore-sigterm", "--fake-spawn-worker"}));
-  ASSERT_TRUE(settles(up));
-  up.get();
-  const auto worker_event = events.wait_for("worker_spawned", 5s);
-  ASSERT_TRUE(worker_event);
-  const pid_t leader = worker_event->at("pid").get<pid_t>();
-  const pid_t worker = worker_event->at("worker_pid").get<pid_t>();
+  const auto [leader, worker] = activate_with_worker(m, {"--fake-ignore-sigterm"});
+  ASSERT_NE(leader, 0);
 
   const auto t0 = std::chrono::steady_clock::now();
   auto down = m.deactivate();
