@@ -29,15 +29,11 @@ struct ImageJob {
   };
   std::vector<Item> items;
   ImageLimits limits;
-  int rewritten = 0;
 
   void run() {
     for (auto& it : items) {
       if (!it.raw) {
-        if (auto changed = apply_image_limits_to_data_url(it.input, limits)) {
-          it.input = std::move(*changed);
-          ++rewritten;
-        }
+        if (auto changed = apply_image_limits_to_data_url(it.input, limits)) it.input = std::move(*changed);
         continue;
       }
       ImageOutcome out;
@@ -49,7 +45,6 @@ struct ImageJob {
       auto format = out.format != ImageFormat::unknown ? out.format : sniff_image_format(out.bytes);
       it.input = "data:" + std::string(mime_type(format)) + ";base64," + base64_encode(out.bytes);
       it.ready = true;
-      ++rewritten;
     }
   }
 };
@@ -69,7 +64,7 @@ ProxyError no_vision(const ModelEntry& e) {
 
 // Data URLs go through the limits; http(s) URLs are left to backends that fetch them and
 // fetched here for Ollama (which takes inline images only) when the operator allows it.
-Task<int> process_images(App& app, std::vector<ImagePart>& parts, const ModelEntry& e) {
+Task<void> process_images(App& app, std::vector<ImagePart>& parts, const ModelEntry& e) {
   const ProxyConfig& cfg = app.cfg;
   const bool inline_only = e.backend == "ollama";
   auto job = std::make_shared<ImageJob>();
@@ -107,9 +102,8 @@ Task<int> process_images(App& app, std::vector<ImagePart>& parts, const ModelEnt
     std::string bytes = co_await fetch_image_url(url, fl);
     job->items.push_back({p.url, std::move(bytes), true, url, false});
   }
-  if (job->items.empty()) co_return 0;
+  if (job->items.empty()) co_return;
   co_await asio::co_spawn(app.cpu_pool.context(), run_image_job(job), use_task);
-  co_return job->rewritten;
 }
 
 }  // namespace
