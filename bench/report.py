@@ -20,12 +20,19 @@ TITLES = {
     "st_closed": f"stream (64 events), closed loop, {env['STREAM_CONNS']} connections",
     "st_rate": f"stream (64 events {int(env['EVENT_GAP_US']) / 1000:g} ms apart), fixed rate {env['STREAM_RATE']} streams/s",
     "st_tools": f"stream (64 legacy function_call events → tool_calls), closed loop, {env['STREAM_CONNS']} connections",
+    "ns_rec": f"recording: non-stream, closed loop, {env['NONSTREAM_CONNS']} connections",
+    "st_rec": f"recording: stream (64 events), closed loop, {env['STREAM_CONNS']} connections",
 }
-ORDER = ["ns_closed", "ns_rate", "st_closed", "st_rate", "st_tools"]
+ORDER = ["ns_closed", "ns_rate", "st_closed", "st_rate", "st_tools", "ns_rec", "st_rec"]
 # "1": the proxy's st_tools stream held tool_calls in run.sh's check; "0": it did not (the
 # proxy relayed the legacy stream as is); empty: st_tools was not run.
 TOOLS_NORMALISED = env.get("TOOLS_NORMALISED", "")
-PATHS = ["direct", "nginx", "proxy"]
+# nginx_rec / proxy_rec: the recording boxes (nginx with a buffered access log; the proxy with
+# its JSONL request log and metrics) of the recording scenarios, which run the plain proxy too.
+PATHS = ["direct", "nginx", "nginx_rec", "proxy_rec", "proxy"]
+REC_SCENARIOS = {"ns_rec": "non-stream", "st_rec": "stream"}
+# "1": a recording pre-flight check failed and BENCH_SKIP_RECORD_CHECKS=1 let the run go on.
+RECORD_CHECKS_FAILED = env.get("RECORD_CHECKS_FAILED", "0") == "1"
 
 
 def load_runs(path):
@@ -124,6 +131,50 @@ def results_table(s):
         plain = s.get(("st_closed", "proxy"))
         if scen == "st_tools" and p and plain:
             out.append(ratio_row("proxy: tools/plain stream", p, plain, True))
+        # Recording scenarios: the recording boxes against each other, and the proxy recording
+        # against the plain proxy under the same load (its cost of recording).
+        pr, nr = s.get((scen, "proxy_rec")), s.get((scen, "nginx_rec"))
+        if pr and nr:
+            out.append(ratio_row("proxy_rec/nginx_rec", pr, nr, scen.startswith("st")))
+        if pr and p and scen in REC_SCENARIOS:
+            out.append(ratio_row("proxy: recording on/off", pr, p, scen.startswith("st")))
+    return out
+
+
+def recording_cost(on, off):
+    """A box's cost of recording: CPU µs/req off → on (difference, ratio), req/s on/off."""
+    if not on or not off or on["box_cpu_us"] is None or off["box_cpu_us"] is None:
+        return "—"
+    d = on["box_cpu_us"] - off["box_cpu_us"]
+    return (f"{fmt(off['box_cpu_us'], 1)} → {fmt(on['box_cpu_us'], 1)} µs/req "
+            f"({d:+,.1f} µs, {fmt(ratio(on['box_cpu_us'], off['box_cpu_us']), 2, '×')}); "
+            f"req/s on/off {fmt(ratio(on['rps'], off['rps']), 2, '×')}")
+
+
+def recording_note(s):
+    if env.get("RECORDING") != "1":
+        return []
+    out = []
+    if RECORD_CHECKS_FAILED:
+        out += ["**The recording checks failed** (run with `BENCH_SKIP_RECORD_CHECKS=1`): a recording "
+                "box did not record, or the plain proxy did (see the run's log), so the recording rows "
+                "do not measure what their names say.", ""]
+    lines, reqs = env.get("PROXY_REC_LINES", ""), env.get("PROXY_REC_REQS", "")
+    nlines, nreqs = env.get("NGINX_REC_LINES", ""), env.get("NGINX_REC_REQS", "")
+    if lines and reqs:
+        def verdict(l, r):
+            return "none lost" if int(l) >= int(r) else f"⚠ {int(r) - int(l):,} fewer lines than requests"
+        dropped = env.get("PROXY_REC_DROPPED", "")
+        text = (f"Lines recorded (counted after stopping the recording boxes; requests = those the load "
+                f"generator completed, warm-ups included; pre-flight checks add a few lines): proxy_rec's "
+                f"request log {int(lines):,} lines in {env.get('PROXY_REC_FILES', '?')} file(s) for "
+                f"{int(reqs):,} requests ({verdict(lines, reqs)}"
+                + (f"; dropped lines per its metrics: {dropped}" if dropped else "") + ")")
+        if nlines and nreqs:
+            text += f"; nginx_rec's access log {int(nlines):,} lines for {int(nreqs):,} requests ({verdict(nlines, nreqs)})"
+        out += [text + ".", ""]
+    if env.get("PLAIN_PROXY_LOG"):
+        out += [f"**The plain proxy wrote a file** (`{env['PLAIN_PROXY_LOG']}`): its rows may not be \"not recording\".", ""]
     return out
 
 
@@ -134,8 +185,8 @@ def verdicts(s):
 
     rows = []
 
-    def add(name, value_text, ok):
-        verdict = "—" if ok is None else ("**PASS**" if ok else "**MISS**")
+    def add(name, value_text, ok, verdict=None):
+        verdict = verdict or ("—" if ok is None else ("**PASS**" if ok else "**MISS**"))
         rows.append(f"| {name} | {value_text} | {verdict} |")
 
     r = ratio(get("ns_closed", "proxy", "rps"), get("ns_closed", "nginx", "rps"))
@@ -155,6 +206,29 @@ def verdicts(s):
     text = fmt(r, 2, "×") + (" ⚠ not normalised" if r is not None and TOOLS_NORMALISED == "0" else "")
     add("Tool-call normalising stream CPU per stream ≤ 2× the plain stream (proxy st_tools ÷ proxy st_closed)",
         text, None if r is None else r <= 2.0)
+    # Recording mode: both boxes record every request (proxy_rec ÷ nginx_rec).
+    # A run whose recording checks failed (BENCH_SKIP_RECORD_CHECKS=1) gets no verdict.
+    unchecked = "— (not recording)" if RECORD_CHECKS_FAILED else None
+    for scen, kind in REC_SCENARIOS.items():
+        per = "stream" if kind == "stream" else "request"
+        r = ratio(get(scen, "proxy_rec", "rps"), get(scen, "nginx_rec", "rps"))
+        add(f"Recording, {kind}: proxy/nginx throughput ≥ 1.0× (proxy_rec ÷ nginx_rec, {scen})",
+            fmt(r, 2, "×"), None if r is None else r >= 1.0, r is not None and unchecked)
+        r = ratio(get(scen, "proxy_rec", "box_cpu_us"), get(scen, "nginx_rec", "box_cpu_us"))
+        add(f"Recording, {kind}: CPU per {per} ≤ 1.05× nginx's (proxy_rec ÷ nginx_rec, {scen})",
+            fmt(r, 2, "×"), None if r is None else r <= 1.05, r is not None and unchecked)
+    # The cost of recording: the same load with recording off → on, from the same repeats.
+    # nginx's, for scale, against the plain nginx of the scenario with the same load.
+    for scen, kind in REC_SCENARIOS.items():
+        on, off = s.get((scen, "proxy_rec")), s.get((scen, "proxy"))
+        if on and off:
+            add(f"Proxy's cost of recording, {kind}: CPU µs/req off → on, req/s on/off (proxy_rec vs proxy, {scen})",
+                recording_cost(on, off), None, unchecked or "(informative)")
+    for scen, plain, kind in (("ns_rec", "ns_closed", "non-stream"), ("st_rec", "st_closed", "stream")):
+        on, off = s.get((scen, "nginx_rec")), s.get((plain, "nginx"))
+        if on and off:
+            add(f"nginx's cost of recording, {kind}, for scale (nginx_rec in {scen} vs nginx in {plain})",
+                recording_cost(on, off), None, "(informative)")
     return ["| Target | Measured (proxy vs nginx unless said, medians) | Verdict |", "|---|--:|---|"] + rows
 
 
@@ -215,6 +289,7 @@ def main():
         "",
         *verdicts(s),
         "",
+        *recording_note(s),
         *quiet_note(s),
         *tools_note(s),
         "CPU time per request (µs, medians) of every process involved; \"other load\" is CPU used "
