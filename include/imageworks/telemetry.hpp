@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -59,6 +60,8 @@ void append_log_line(const RequestRecord& r, std::string& out);
 class Metrics {
  public:
   explicit Metrics(std::chrono::seconds window);
+  // Tests: the rolling window and the uptime follow `clock` instead of steady_clock.
+  Metrics(std::chrono::seconds window, std::function<std::chrono::steady_clock::time_point()> clock);
   ~Metrics();
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;
