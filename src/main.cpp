@@ -14,6 +14,7 @@
 #include "imageworks/autostart.hpp"
 #include "imageworks/forwarder.hpp"
 #include "imageworks/gpu.hpp"
+#include "imageworks/recorder.hpp"
 #include "imageworks/server.hpp"
 #include "routes/routes.hpp"
 
@@ -37,8 +38,17 @@ ServerOptions server_options(const ProxyConfig& cfg) {
 
 int serve(const ProxyConfig& cfg) {
   App app(cfg);
+  // Before the server: it records every exchange, until the last one is torn down.
+  RequestRecorder recorder(cfg);
+  app.recorder = &recorder;
+  if (recorder.log()) spdlog::info("[request-log] writing {}", recorder.log()->path().string());
   app.registry.start_watching();
   GpuCoordinator gpu(cfg, [&cfg](Executor ex) { return make_vllm_control(ex, cfg); });
+  if (auto* m = recorder.metrics()) {
+    gpu.on_switch = [m](const GpuTarget& from, const GpuTarget& to, double ms, bool ok) {
+      m->observe_switch(from.metric_name(), to.metric_name(), ms / 1000.0, ok);
+    };
+  }
   gpu.start();  // adopts a vLLM server a previous run left (state file)
   app.gpu = &gpu;
   // A request waiting on the autostart thread is owned by a handler there: that thread and
@@ -47,7 +57,9 @@ int serve(const ProxyConfig& cfg) {
   app.autostart = autostart.get();
   ChatForwarder forwarder(app);
   app.forward = [&forwarder](Exchange& ex, std::string path) { return forwarder.handle(ex, std::move(path)); };
-  Server server(server_options(cfg), [&app](Exchange& ex) { return routes::dispatch(app, ex); });
+  ServerOptions options = server_options(cfg);
+  options.on_exchange_end = [&recorder](RequestRecord& r, const Request& req) { recorder.record(r, req); };
+  Server server(std::move(options), [&app](Exchange& ex) { return routes::dispatch(app, ex); });
   unsigned short port = server.listen();
   spdlog::info("[server] listening on {}:{} with {} thread(s)", cfg.host, port,
                server_options(cfg).threads);

@@ -16,6 +16,7 @@ namespace imageworks {
 
 class GpuCoordinator;
 class AutostartManager;
+class RequestRecorder;
 
 // Owns the RegistryLoader on a private thread: the poll loop and explicit reloads run
 // there (file reads never block the event loop) and publish snapshots through the holder.
@@ -66,6 +67,8 @@ struct App {
   GpuCoordinator* gpu = nullptr;
   // Starts backends whose health check fails (CHAT_PROXY_AUTOSTART_*); set by main.
   AutostartManager* autostart = nullptr;
+  // The request log and the metrics (§10); set by main, null in tools and tests.
+  RequestRecorder* recorder = nullptr;
   // CPU-heavy request work (image decoding and encoding) runs here, off the event loops.
   CpuPool cpu_pool{2};
 };

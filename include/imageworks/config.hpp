@@ -28,6 +28,7 @@ struct ConfigOption {
   std::string help;
   bool secret = false;      // masked in `config` output
   std::string fallback_env; // read when `env` is unset, e.g. IMAGEWORKS_OLLAMA_HOST
+  bool empty_is_value = false;  // an empty value given explicitly is a value ("off"), not "unset"
 };
 const std::vector<ConfigOption>& config_options();
 
@@ -71,7 +72,7 @@ struct ProxyConfig {
   bool reasoning_truncate_history = false;
   int reasoning_keep_last_n_turns = 2;
   // telemetry
-  std::string log_path = "logs/chat_proxy.jsonl";
+  std::string log_path = "logs/chat_proxy.jsonl";  // "" = no request log (given as "" or "off")
   std::uint64_t max_log_bytes = 50000000;
   int log_keep_files = 5;
   bool log_prompts = false;
@@ -105,7 +106,8 @@ EnvMap read_process_env();
 
 // Parse `env` (variables) overridden by `flags` (keyed by variable name too). Throws
 // ConfigError naming the variable for a bad number, bad bool or missing directory.
-// An empty value, in either map, counts as unset: the option keeps its default.
+// An empty value, in either map, counts as unset: the option keeps its default (except for
+// options with empty_is_value: CHAT_PROXY_LOG_PATH="" turns the request log off).
 ProxyConfig load_config(const EnvMap& env, const EnvMap& flags = {});
 
 // The effective configuration as JSON keyed by variable name, secrets masked ("***").

@@ -25,6 +25,9 @@ struct ForwardRequest {
   // What the parse step's scan saw, so a rule that cannot apply costs nothing (§6):
   std::string_view tools_field;  // "tools", "tool_choice", "functions" or "function_call" when sent
   bool may_have_images = false;  // "image_url" occurs inside messages
+  // The raw `messages` (chat) or `prompt` (completions) value, for the request log: a view of
+  // the payload's bytes, valid only until a step edits the payload.
+  std::string_view prompt_raw;
 };
 
 

@@ -36,6 +36,7 @@ struct GpuTarget {
   std::string logical_name;  // vllm only
   bool operator==(const GpuTarget&) const = default;
   std::string label() const;  // "nothing", "Ollama", "vLLM 'qwen'"
+  std::string metric_name() const;  // "nothing", "ollama", or the vLLM logical name
 };
 
 struct SwitchRecord {
@@ -131,6 +132,10 @@ class GpuCoordinator {
   // "vllm" or "ollama" = only when that backend holds it.
   Task<void> activate(const ModelEntry& entry);
   Task<void> deactivate(std::string backend);
+
+  // Called on the coordinator's thread after every switch, done or failed (telemetry). Set
+  // before start().
+  std::function<void(const GpuTarget& from, const GpuTarget& to, double ms, bool ok)> on_switch;
 
   std::shared_ptr<const GpuState> state() const {
     std::lock_guard lk(state_mu_);

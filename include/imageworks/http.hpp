@@ -12,6 +12,7 @@
 #include "imageworks/asio.hpp"
 #include "imageworks/errors.hpp"
 #include "imageworks/request.hpp"
+#include "imageworks/request_record.hpp"
 #include "imageworks/timed_socket.hpp"
 
 namespace imageworks {
@@ -23,6 +24,7 @@ struct SessionBuffers {
   std::string request_id;
   std::string response_head;  // the response head and chunk framing
   std::string upstream_head;  // the head of the request sent upstream
+  RequestRecord record;       // what the exchange did, for the log and the metrics
 };
 
 class Exchange {
@@ -30,7 +32,7 @@ class Exchange {
   Exchange(Stream& stream, Request& req, const tcp::endpoint& remote, SessionBuffers& buffers,
            std::chrono::milliseconds write_timeout, bool server_stopping)
       : stream_(stream), req_(req), remote_(remote), request_id_(buffers.request_id),
-        scratch_(buffers.response_head), upstream_head_(buffers.upstream_head),
+        scratch_(buffers.response_head), upstream_head_(buffers.upstream_head), record_(buffers.record),
         write_timeout_(write_timeout), keep_alive_(req.keep_alive() && !server_stopping) {}
 
   Request& request() { return req_; }
@@ -39,6 +41,14 @@ class Exchange {
   const tcp::endpoint& remote() const { return remote_; }
   bool remote_is_loopback() const;
   Stream& stream() { return stream_; }
+  // The exchange's record (telemetry): the pipeline fills it, the session emits it once.
+  RequestRecord& record() { return record_; }
+  // The client closed the connection before the exchange ended: recorded, and the
+  // connection is not reused.
+  void client_left() {
+    record_.client_gone = true;
+    keep_alive_ = false;
+  }
   // Where the forwarder builds the upstream request head (kept until the exchange ends).
   std::string& upstream_head_buffer() { return upstream_head_; }
   bool head_sent() const { return head_sent_; }
@@ -103,6 +113,7 @@ class Exchange {
   const std::string& request_id_;
   std::string& scratch_;  // the response head and chunk framing
   std::string& upstream_head_;
+  RequestRecord& record_;
   std::chrono::milliseconds write_timeout_;
   bool keep_alive_;
   bool head_sent_ = false;

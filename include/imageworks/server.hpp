@@ -34,6 +34,10 @@ struct ServerOptions {
   std::chrono::milliseconds abort_grace{2000};
   // Runs on each event-loop thread after its loop ended (e.g. to close pooled sockets).
   std::function<void()> on_thread_exit;
+  // Runs on the session's thread once per request when its exchange ended, however it
+  // ended (a reply, an error before routing, the client leaving): the request log and the
+  // metrics. The request's head is still readable; the record is reused afterwards.
+  std::function<void(RequestRecord&, const Request&)> on_exchange_end;
 };
 
 using Handler = std::function<Task<void>(Exchange&)>;
@@ -67,6 +71,8 @@ class Server {
   };
   Task<void> accept_loop();
   Task<void> run_session(TimedSocket::socket_type socket);
+  Task<void> refuse(Stream& stream, SessionBuffers& buffers, const std::string& client, const Request& req,
+                    int status, std::string_view code, std::string message);
   Task<void> drain();
   std::size_t open_sessions();
   void abort_open_exchanges();

@@ -14,6 +14,15 @@ std::string GpuTarget::label() const {
   return "nothing";
 }
 
+std::string GpuTarget::metric_name() const {
+  switch (kind) {
+    case Kind::none: return "nothing";
+    case Kind::ollama: return "ollama";
+    case Kind::vllm: return logical_name;
+  }
+  return "nothing";
+}
+
 GpuCoordinator::GpuCoordinator(const ProxyConfig& cfg, VllmFactory make_vllm)
     : cfg_(cfg),
       core_(std::make_unique<Core>(*this, cfg, make_vllm(ioc_.get_executor()), std::make_unique<OllamaManager>(cfg))) {

@@ -220,8 +220,10 @@ struct GpuCoordinator::Core {
 
   void record(const GpuTarget& from, const GpuTarget& to, double ms, std::string result) {
     ++switches_total;
+    const bool ok = result == "ok";
     history.push_front(SwitchRecord{from.label(), to.label(), ms, std::chrono::system_clock::now(), std::move(result)});
     if (history.size() > kSwitchHistory) history.pop_back();
+    if (owner.on_switch) owner.on_switch(from, to, ms, ok);
   }
 
   // A request waiting for running requests longer than CHAT_PROXY_SWITCH_WAIT_TIMEOUT_MS

@@ -158,6 +158,14 @@ Binding secret(Binding b) {
   return b;
 }
 
+Binding empty_is_value(Binding b) {
+  b.option.empty_is_value = true;
+  return b;
+}
+
+// The request log's path; "" or "off" turns the log off.
+std::string check_log_path(const std::string&, const std::string& v) { return lower(v) == "off" ? "" : v; }
+
 Binding with_fallback(Binding b, const char* fallback_env) {
   b.option.fallback_env = fallback_env;
   return b;
@@ -249,7 +257,8 @@ std::vector<Binding> build_bindings() {
       integer("reasoning_keep_last_n_turns", &C::reasoning_keep_last_n_turns,
               "User turns kept for reasoning models", 0),
       // telemetry
-      text("log_path", &C::log_path, "JSONL request log"),
+      empty_is_value(text("log_path", &C::log_path,
+                          "JSONL request log; \"\" or off: no log", check_log_path)),
       integer("max_log_bytes", &C::max_log_bytes, "Request log rotates at this size", 1),
       integer("log_keep_files", &C::log_keep_files, "Rotated request logs kept", 0),
       boolean("log_prompts", &C::log_prompts, "Log messages and replies too"),
@@ -297,12 +306,17 @@ struct Picked {
   std::string var, value;  // where the value came from, and the value
 };
 
-// The first non-empty of: flag, variable, fallback variable; else the default.
+// The first non-empty of: flag, variable, fallback variable; else the default. For an option
+// whose empty value means something ("off"), the first one given, empty or not.
 Picked pick_value(const ConfigOption& opt, const EnvMap& env, const EnvMap& flags) {
   auto lookup = [](const EnvMap& m, const std::string& key) -> std::string {
     auto it = m.find(key);
     return it == m.end() ? std::string() : trim(it->second);
   };
+  if (opt.empty_is_value) {
+    for (const EnvMap* m : {&flags, &env})
+      if (m->contains(opt.env)) return {opt.env, lookup(*m, opt.env)};
+  }
   if (auto v = lookup(flags, opt.env); !v.empty()) return {opt.env, v};
   if (auto v = lookup(env, opt.env); !v.empty()) return {opt.env, v};
   if (auto v = lookup(env, opt.fallback_env); !v.empty()) return {opt.fallback_env, v};

@@ -1,10 +1,12 @@
 // ChatForwarder::handle reads top to bottom as the pipeline of §5:
 // parse → resolve → GPU lease (may switch models) → backend → payload → send upstream →
-// relay (whole or stream) → record.
+// relay (whole or stream). The exchange's record collects what telemetry needs on the way;
+// the session emits it when the exchange ends.
 #include <spdlog/spdlog.h>
 
 #include "forwarder/loading_feedback.hpp"
 #include "imageworks/autostart.hpp"
+#include "imageworks/recorder.hpp"
 #include "forwarder/relay.hpp"
 #include "imageworks/forwarder.hpp"
 
@@ -21,13 +23,37 @@ const ListedModel& resolve_model(const RegistrySnapshot& snap, const ForwardRequ
   return *m;
 }
 
+// imageworks_active_streams: a streaming request counts from its parse to its end, waiting
+// for the GPU included (both ends on the same thread: the metrics' shard is per thread).
+struct ActiveStream {
+  Metrics* m;
+  explicit ActiveStream(Metrics* metrics) : m(metrics) {
+    if (m) m->stream_started();
+  }
+  ~ActiveStream() {
+    if (m) m->stream_ended();
+  }
+  ActiveStream(const ActiveStream&) = delete;
+  ActiveStream& operator=(const ActiveStream&) = delete;
+};
+
 }  // namespace
 
 Task<void> ChatForwarder::handle(Exchange& ex, std::string path) {
-  const auto started = std::chrono::steady_clock::now();
+  RequestRecord& rec = ex.record();  // what the request log and the metrics will say (§10)
   ForwardRequest fr = parse_forward_request(std::string_view(path).substr(4), std::move(ex.request().body()));
+  rec.model_requested = fr.requested_model;
+  rec.stream = fr.stream;
+  const bool log_prompts = app_.recorder && app_.recorder->log_prompts();
+  if (log_prompts) {
+    rec.has_prompts = true;
+    rec.messages.assign(fr.prompt_raw);  // before any rule edits the payload
+  }
+  ActiveStream active_stream(fr.stream && app_.recorder ? app_.recorder->metrics() : nullptr);
   auto snap = app_.registry.snapshot();  // held for the whole request: reloads do not disturb it
   const ListedModel& model = resolve_model(*snap, fr);
+  rec.model_resolved = model.id;
+  rec.backend = model.entry->backend;
   // Request policy (§6) before any GPU work: a request it refuses switches no model.
   check_template(app_.cfg, *model.entry, fr.route);
   if (!fr.tools_field.empty()) check_tools(*model.entry, fr.tools_field);
@@ -52,9 +78,10 @@ Task<void> ChatForwarder::handle(Exchange& ex, std::string path) {
     }
     if (left) {
       ex.throw_if_aborted();  // shutdown: the stream gets its error event
-      ex.set_close();
+      ex.client_left();
       co_return;
     }
+    if (lease.waited) rec.switch_ms = lease.waited_ms;
     co_await feedback.finish();
   }
   BackendRoute route = backend_route(app_.cfg, *model.entry, lease.base_url());
@@ -63,24 +90,11 @@ Task<void> ChatForwarder::handle(Exchange& ex, std::string path) {
   RelaySettings settings{std::chrono::milliseconds(app_.cfg.backend_timeout_ms),
                          std::chrono::milliseconds(app_.cfg.stream_idle_timeout_ms),
                          static_cast<std::size_t>(app_.cfg.max_sse_event_bytes),
-                         !app_.cfg.disable_tool_normalization};
-  RelayOutcome outcome;
-  std::optional<ProxyError> failure;
-  try {
-    outcome = co_await relay(ex, fr, route, settings);
-  } catch (const ProxyError& e) {
-    failure = e;
-  }
-  auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
-  if (failure) {
-    spdlog::debug("[chat] {} {} model='{}' backend={} status={} code={} {:.1f}ms", ex.request_id(), path,
-                 fr.requested_model, route.backend, failure->status, failure->code, ms);
-    throw *failure;
-  }
-  spdlog::debug("[chat] {} {} model='{}' backend={} stream={} status={} {:.1f}ms tokens={}/{}{}",
-               ex.request_id(), path, fr.requested_model, route.backend, fr.stream, outcome.status, ms,
-               outcome.prompt_tokens.value_or(-1), outcome.completion_tokens.value_or(-1),
-               outcome.client_gone ? " client-gone" : "");
+                         !app_.cfg.disable_tool_normalization, log_prompts};
+  RelayOutcome outcome = co_await relay(ex, fr, route, settings);
+  rec.prompt_tokens = outcome.prompt_tokens;
+  rec.completion_tokens = outcome.completion_tokens;
+  rec.ttft_ms = outcome.ttft_ms;
 }
 
 }  // namespace imageworks

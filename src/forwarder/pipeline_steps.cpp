@@ -62,10 +62,10 @@ ForwardRequest parse_forward_request(std::string_view route, std::string body) {
   // One scan validates the object (UTF-8 and unique keys included) and finds every member a
   // rule needs.
   static constexpr std::string_view keys[] = {"model", "stream", "messages", "tools", "stream_options",
-                                              "tool_choice", "functions", "function_call"};
+                                              "tool_choice", "functions", "function_call", "prompt"};
   std::optional<std::string_view> v[std::size(keys)];
   if (auto scan = scan_request_object(body, keys, v); !scan.ok()) throw rejected_body(body, scan);
-  const auto& [model, stream, messages, tools, stream_options, tool_choice, functions, function_call] = v;
+  const auto& [model, stream, messages, tools, stream_options, tool_choice, functions, function_call, prompt] = v;
   if (!model) throw bad_request("missing required field 'model'", "model");
   if (first_char(model) != '"') throw bad_request("field 'model' must be a string", "model");
   auto unescaped = json_unescape(model->substr(1, model->size() - 2));
@@ -89,6 +89,7 @@ ForwardRequest parse_forward_request(std::string_view route, std::string body) {
   fr.may_have_images = messages && (messages->find("image_url") != std::string_view::npos ||
                                     messages->find("\\u00") != std::string_view::npos);
   const auto model_offset = static_cast<std::size_t>(model->data() - body.data());
+  if (auto raw = messages ? messages : prompt) fr.prompt_raw = *raw;
   // Moving keeps the offset valid: the bytes do not change.
   fr.payload = RequestPayload(std::move(body), model_offset, model->size(), stream_options.has_value());
   return fr;

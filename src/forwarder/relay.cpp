@@ -19,6 +19,10 @@ namespace {
 constexpr std::size_t kStreamReadBytes = 16 * 1024;
 constexpr std::uint64_t kMaxWholeReplyBytes = 256ull << 20;
 
+double ms_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+}
+
 // Fields the upstream request must not inherit: hop-by-hop ones and those we set ourselves.
 bool hop_by_hop_or_ours(const Request::Field& f) {
   switch (f.known) {
@@ -150,13 +154,16 @@ Task<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr, const Bac
   std::string body;
   p.body_to(&body, kMaxWholeReplyBytes);
   beast::error_code ec;
-  if (!parse_buffered(conn->buffer, p, ReadUntil::message, ec))  // usually it came with the head
+  if (!parse_buffered(conn->buffer, p, ReadUntil::message, ec)) {  // usually it came with the head
+    const auto t0 = std::chrono::steady_clock::now();
     co_await read_upstream(*conn, p, ReadUntil::message, ec);
+    ex.record().upstream_wait_ms += ms_since(t0);
+  }
   conn->tcp().expires_never();  // the backend's deadline does not run while the client reads
   RelayOutcome out;
   if (watch->client_gone) {
     out.client_gone = true;
-    ex.set_close();
+    ex.client_left();
     co_return out;
   }
   if (ec) {
@@ -175,6 +182,7 @@ Task<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr, const Bac
     throw ProxyError(502, "err_backend_error",
                      "backend " + route.target->pool_key + " answered a streaming request with a whole reply");
   finish_reply(body, json_quote(fr.requested_model), fr.route == "chat/completions", s.normalize_tools, out);
+  if (s.capture_reply) append_whole_reply(body, ex.record().reply);
   auto ct = p.content_type();
   co_await ex.send(static_cast<http::status>(status), std::move(body), ct.empty() ? "application/json" : ct);
   out.status = status;
@@ -185,8 +193,7 @@ Task<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr, const Bac
 Task<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
                                            std::unique_ptr<UpstreamConnection>& conn,
                                            UpstreamResponseParser& p, ClientWatch* watch,
-                                           const RelaySettings& s,
-                                           std::chrono::steady_clock::time_point started) {
+                                           const RelaySettings& s) {
   std::string got;  // the body bytes of one upstream read
   got.reserve(kStreamReadBytes);
   p.body_to(&got);
@@ -199,7 +206,10 @@ Task<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const Ba
   RelayOutcome result;
   result.status = 200;
   std::optional<ProxyError> failure;
-  auto on_event = [&](const SseEvent& ev) { rw.on_event(ev.event, ev.data, ev.comment, out); };
+  auto on_event = [&](const SseEvent& ev) {
+    if (s.capture_reply && !ev.comment) append_stream_reply(ev.data, ex.record().reply);
+    rw.on_event(ev.event, ev.data, ev.comment, out);
+  };
 
   while (!p.is_done()) {
     beast::error_code ec;
@@ -208,7 +218,9 @@ Task<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const Ba
     // the bytes, so a slow reader is never blamed on the backend (§5 "Slow clients").
     if (!parse_buffered(conn->buffer, p, ReadUntil::progress, ec)) {
       conn->tcp().expires_after(s.idle_timeout);
+      const auto t0 = std::chrono::steady_clock::now();
       co_await read_upstream(*conn, p, ReadUntil::progress, ec);
+      ex.record().upstream_wait_ms += ms_since(t0);
       conn->tcp().expires_never();
     }
     if (watch->client_gone) break;
@@ -231,8 +243,7 @@ Task<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const Ba
       break;
     }
     if (out.empty()) continue;
-    if (!result.ttft_ms)
-      result.ttft_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+    if (!result.ttft_ms) result.ttft_ms = ms_since(ex.record().started);  // the client's wait, switch included
     if (!ex.head_sent()) {  // (loading feedback may have opened the response already)
       co_await ex.start_stream(http::status::ok, "text/event-stream", out);
     } else {
@@ -242,7 +253,7 @@ Task<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const Ba
   }
   if (watch->client_gone) {
     result.client_gone = true;
-    ex.set_close();
+    ex.client_left();
     co_return result;
   }
   // Nothing went out and nothing is waiting to: a real HTTP error.
@@ -250,6 +261,7 @@ Task<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const Ba
   if (failure) {
     rw.fail(*failure, out);
     result.error_code = failure->code;
+    ex.record().error_code = failure->code;  // the stream ended with an error event
   } else {
     rw.finish(out);
     watch->conn = nullptr;
@@ -283,6 +295,7 @@ Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRo
 
   for (int attempt = 0;; ++attempt) {
     ex.throw_if_aborted();
+    const auto waiting_since = std::chrono::steady_clock::now();  // connect, send, the reply's head
     auto conn = co_await acquire_connection(*route.target, deadline, attempt == 0);
     ex.throw_if_aborted();  // it came while connecting: the hook had no connection to close
     watch->conn = conn.get();
@@ -308,8 +321,9 @@ Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRo
       co_await asio::post(conn->tcp().get_executor(), use_task);
       co_await read_upstream(*conn, head, ReadUntil::header, ec);
     }
+    ex.record().upstream_wait_ms += ms_since(waiting_since);
     if (watch->client_gone) {
-      ex.set_close();
+      ex.client_left();
       RelayOutcome out;
       out.client_gone = true;
       co_return out;
@@ -326,7 +340,7 @@ Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRo
     }
     bool streaming = fr.stream && head.status() == 200 && head.event_stream();
     // Not a ?: of two co_awaits: GCC 12 miscompiles that (the result's destructor frees garbage).
-    if (streaming) co_return co_await relay_stream(ex, fr, route, conn, head, watch, s, started);
+    if (streaming) co_return co_await relay_stream(ex, fr, route, conn, head, watch, s);
     co_return co_await relay_whole(ex, fr, route, conn, head, watch, s);
   }
 }

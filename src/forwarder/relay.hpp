@@ -13,10 +13,16 @@ struct RelaySettings {
   std::chrono::milliseconds idle_timeout;     // the backend's silence between stream chunks
   std::size_t max_event_bytes;                // one upstream SSE event
   bool normalize_tools = true;                // §7 tool rules (off: CHAT_PROXY_DISABLE_TOOL_NORMALIZATION=1)
+  bool capture_reply = false;                 // the reply's text into the record (CHAT_PROXY_LOG_PROMPTS=1)
 };
 
 Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
                                     const RelaySettings& settings);
+
+// The text of choice 0 appended to `reply` (request log with CHAT_PROXY_LOG_PROMPTS=1):
+// of one stream event (delta.content / text), of a whole reply (message.content / text).
+void append_stream_reply(std::string_view event_data, std::string& reply);
+void append_whole_reply(std::string_view body, std::string& reply);
 
 // prompt_tokens / completion_tokens of a `usage` object already validated by a scan.
 void read_usage(std::string_view usage_json, std::optional<std::int64_t>& prompt,

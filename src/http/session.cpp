@@ -9,12 +9,12 @@ namespace imageworks {
 
 namespace {
 
-Task<void> reply_and_close(Stream& stream, int status, std::string_view code,
-                                      std::string message, std::chrono::milliseconds timeout) {
+Task<void> reply_and_close(Stream& stream, int status, std::string_view code, std::string message,
+                           std::string_view request_id, std::chrono::milliseconds timeout) {
   http::response<http::string_body> res{static_cast<http::status>(status), 11};
   res.set(http::field::server, "imageworks-chat-proxy");
   res.set(http::field::content_type, "application/json");
-  res.set("x-request-id", make_request_id({}));
+  res.set("x-request-id", request_id);
   res.keep_alive(false);
   res.body() = error_body(status, code, message);
   res.prepare_payload();
@@ -43,7 +43,48 @@ ReadFailure classify_read_error(const beast::error_code& ec) {
   return {};
 }
 
+// The path of a request, for the record: the canonical route is set by the router; before
+// routing (or for a request that never reached it) the raw path, cut to a sane length.
+void raw_route(RequestRecord& r, std::string_view target) {
+  r.route.assign(target.substr(0, std::min<std::size_t>(target.find('?'), 256)));
+}
+
+void start_record(RequestRecord& r, const std::string& client, const std::string& request_id) {
+  r.reset();
+  r.ts = std::chrono::system_clock::now();
+  r.started = std::chrono::steady_clock::now();
+  r.client = client;
+  r.request_id = request_id;
+}
+
+// What the client got: the status of the head that went out, or 499 (nginx's "client
+// closed request") when the handler ended without one, which only the client leaving does.
+void finish_record(RequestRecord& r, const Exchange& ex) {
+  if (ex.head_sent()) {
+    r.status = ex.status();
+  } else {
+    r.status = 499;
+    r.client_gone = true;
+  }
+  if (r.client_gone && r.error_code.empty()) r.error_code = "err_client_closed";
+  r.latency_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - r.started).count();
+  r.bytes_out = ex.bytes_out();
+}
+
 }  // namespace
+
+// A request refused before it became an exchange (413, 431, malformed) is recorded too.
+Task<void> Server::refuse(Stream& stream, SessionBuffers& buffers, const std::string& client, const Request& req,
+                          int status, std::string_view code, std::string message) {
+  make_request_id(req["x-request-id"], buffers.request_id);
+  auto& rec = buffers.record;
+  start_record(rec, client, buffers.request_id);
+  raw_route(rec, req.target());
+  rec.status = status;
+  rec.error_code = code;
+  if (opts_.on_exchange_end) opts_.on_exchange_end(rec, req);
+  co_await reply_and_close(stream, status, code, std::move(message), buffers.request_id, opts_.write_timeout);
+}
 
 Task<void> Server::run_session(TimedSocket::socket_type socket) {
   auto s = std::make_shared<Session>(std::move(socket));
@@ -54,6 +95,7 @@ Task<void> Server::run_session(TimedSocket::socket_type socket) {
   auto& stream = s->stream;
   beast::error_code rec;
   const auto remote = stream.socket().remote_endpoint(rec);  // once per connection, not per request
+  const std::string client = remote.address().to_string();
   beast::flat_buffer buffer;
   buffer.reserve(16 * 1024);
   Request req;            // reused for every request on the connection, like the two strings
@@ -82,17 +124,15 @@ Task<void> Server::run_session(TimedSocket::socket_type socket) {
         co_await read_http(stream, buffer, parser, ReadUntil::header, ec);
       }
       if (ec && parser.too_many_fields()) {
-        co_await reply_and_close(stream, 431, "err_headers_too_large",
-                                 "request has more than " + std::to_string(opts_.max_header_fields) +
-                                     " header fields",
-                                 opts_.write_timeout);
+        co_await refuse(stream, buffers, client, req, 431, "err_headers_too_large",
+                        "request has more than " + std::to_string(opts_.max_header_fields) + " header fields");
         break;
       }
       if (!ec) {
         auto len = parser.content_length();
         if (len && *len > opts_.max_body_bytes) {
-          co_await reply_and_close(stream, 413, "err_payload_too_large",
-                                   "request body exceeds CHAT_PROXY_MAX_BODY_BYTES", opts_.write_timeout);
+          co_await refuse(stream, buffers, client, req, 413, "err_payload_too_large",
+                          "request body exceeds CHAT_PROXY_MAX_BODY_BYTES");
           break;
         }
         if (!parser.is_done() && beast::iequals(req[http::field::expect], "100-continue")) {
@@ -108,11 +148,14 @@ Task<void> Server::run_session(TimedSocket::socket_type socket) {
       }
       if (ec) {
         auto f = classify_read_error(ec);
-        if (f.status) co_await reply_and_close(stream, f.status, f.code, f.message, opts_.write_timeout);
+        if (f.status) co_await refuse(stream, buffers, client, req, f.status, f.code, f.message);
         break;
       }
       stream.expires_never();  // the handler sets deadlines for its own writes
       make_request_id(req["x-request-id"], buffers.request_id);
+      start_record(buffers.record, client, buffers.request_id);
+      buffers.record.bytes_in = req.body().size();
+      raw_route(buffers.record, req.target());
       Exchange ex(stream, req, remote, buffers, opts_.write_timeout, stopping());
       s->busy = true;
       s->exchange = &ex;
@@ -120,15 +163,27 @@ Task<void> Server::run_session(TimedSocket::socket_type socket) {
         Session& s;
         ~Unpublish() { s.exchange = nullptr; }
       } unpublish{*s};
+      // However the exchange ends (a write to a vanished client throws), it is recorded once.
+      struct RecordOnExit {
+        const ServerOptions& opts;
+        Exchange& ex;
+        ~RecordOnExit() {
+          finish_record(ex.record(), ex);
+          if (opts.on_exchange_end) opts.on_exchange_end(ex.record(), ex.request());
+        }
+      } record_on_exit{opts_, ex};
       std::optional<ProxyError> failure;  // co_await is not allowed inside a catch block
       try {
         co_await handler_(ex);
       } catch (const ProxyError& e) {
+        ex.record().error_code = e.code;
         if (ex.head_sent() && !ex.sse_open()) throw;
         failure = e;
       } catch (const beast::system_error&) {
+        ex.client_left();
         throw;  // the client connection itself failed: nothing more to say on it
       } catch (const std::exception& e) {
+        ex.record().error_code = "err_internal";
         if (ex.head_sent() && !ex.sse_open()) throw;
         spdlog::error("[http] {} {}: internal error: {}", ex.request_id(), std::string(req.target()), e.what());
         failure = ProxyError(500, "err_internal", std::string("internal error: ") + e.what());

@@ -1,5 +1,6 @@
 #include <algorithm>
 
+#include "imageworks/recorder.hpp"
 #include "routes/routes.hpp"
 
 namespace imageworks::routes {
@@ -77,6 +78,7 @@ void require_method(const Exchange& ex, http::verb verb) {
 // coroutine frame less. Rejections throw before anything is awaited.
 Task<void> dispatch(App& app, Exchange& ex) {
   std::string path = canonical_path(ex.request().target());
+  if (path.size() <= 256) ex.record().route.assign(path);  // (the session recorded the raw path)
   if (path == "/v1/health" || path == "/v1/healthz") {
     require_method(ex, http::verb::get);
     return health(app, ex);
@@ -107,6 +109,11 @@ Task<void> dispatch(App& app, Exchange& ex) {
     require_admin_client(app, ex);
     if (path == "/v1/admin/state") return admin_state(app, ex);
     return path == "/v1/admin/activate" ? admin_activate(app, ex) : admin_deactivate(app, ex);
+  }
+  if (path == "/v1/metrics" || path == "/metrics") {
+    if (!app.cfg.enable_metrics || !app.recorder || !app.recorder->metrics()) not_found(ex);
+    require_method(ex, http::verb::get);
+    return path == "/metrics" ? metrics_prometheus(app, ex) : metrics_json(app, ex);
   }
   if (path == "/v1/autostart/status") {
     require_method(ex, http::verb::get);

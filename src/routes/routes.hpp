@@ -16,9 +16,12 @@ Task<void> admin_activate(App& app, Exchange& ex);
 Task<void> admin_deactivate(App& app, Exchange& ex);
 Task<void> admin_state(App& app, Exchange& ex);
 Task<void> autostart_status(App& app, Exchange& ex);
+Task<void> metrics_json(App& app, Exchange& ex);        // GET /v1/metrics
+Task<void> metrics_prometheus(App& app, Exchange& ex);  // GET /metrics
 
 // Plain helpers (testable, and JSON built outside coroutine bodies: GCC 12 quirk).
 std::string health_body(const App& app);
+std::string metrics_json_body(App& app);
 std::string percent_decode(std::string_view s);
 // "/models" -> "/v1/models", "/debug" -> "/v1/debug/registry"; query string removed.
 std::string canonical_path(std::string_view target);

@@ -135,6 +135,9 @@ void count_record(Shard& s, Slot& slot, const RequestRecord& r) {
   classify(r, s.code, c);
   RecentSeries& recent = s.recent_for(r.model_resolved);
   count_cumulative(s, recent, r, c);
+  // The window is about model traffic: health checks, scrapes and the status page's polls
+  // would otherwise be most of its requests (they stay in the cumulative counters).
+  if (!c.model_traffic) return;
   count_window(slot.overall, r, c);
   if (r.model_resolved.empty()) return;  // overall only
   if (!recent.window || recent.epoch != slot.epoch) {

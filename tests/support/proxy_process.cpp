@@ -91,7 +91,12 @@ ProxyProcess::ProxyProcess(std::map<std::string, std::string> env, std::vector<s
   if (pipe(pipefd) != 0) throw std::runtime_error("pipe failed");
   stderr_path_ = temp_file("stderr");
   int err_fd = open(stderr_path_.c_str(), O_WRONLY | O_TRUNC);
-  env.emplace("CHAT_PROXY_LOG_PATH", "/tmp/iwcp-e2e-" + std::to_string(getpid()) + ".jsonl");
+  if (!env.contains("CHAT_PROXY_LOG_PATH")) {  // a request log of its own, removed afterwards
+    char tmpl[] = "/tmp/iwcp-log-XXXXXX";
+    if (!mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+    owned_log_dir_ = tmpl;
+    env.emplace("CHAT_PROXY_LOG_PATH", owned_log_dir_ + "/chat_proxy.jsonl");
+  }
   pid_ = spawn(args, env, pipefd[1], err_fd);
   close(pipefd[1]);
   close(err_fd);
@@ -125,8 +130,13 @@ ProxyProcess::~ProxyProcess() {
       wait_exit(std::chrono::seconds(5));
     }
   }
-  if (std::getenv("IMAGEWORKS_TEST_KEEP_LOGS")) std::fprintf(stderr, "proxy log kept: %s\n", stderr_path_.c_str());
-  else std::remove(stderr_path_.c_str());
+  if (std::getenv("IMAGEWORKS_TEST_KEEP_LOGS")) {
+    std::fprintf(stderr, "proxy log kept: %s\n", stderr_path_.c_str());
+  } else {
+    std::remove(stderr_path_.c_str());
+    std::error_code ec;
+    if (!owned_log_dir_.empty()) std::filesystem::remove_all(owned_log_dir_, ec);
+  }
 }
 
 void ProxyProcess::signal(int sig) {

@@ -49,6 +49,7 @@ class ProxyProcess {
   pid_t pid_ = -1;
   unsigned short port_ = 0;
   std::string stderr_path_;
+  std::string owned_log_dir_;  // the request log's directory when the test gave no CHAT_PROXY_LOG_PATH
   std::optional<int> exit_code_;
 };
 

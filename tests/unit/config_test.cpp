@@ -210,6 +210,18 @@ TEST_F(ConfigEnv, EmptyValueMeansUnset) {
   EXPECT_EQ(c.threads, 0);
 }
 
+// The request log is the one option whose empty value means something: off.
+TEST_F(ConfigEnv, EmptyOrOffLogPathTurnsTheLogOff) {
+  EXPECT_EQ(load({}).log_path, "logs/chat_proxy.jsonl");
+  EXPECT_EQ(load({{"CHAT_PROXY_LOG_PATH", ""}}).log_path, "");
+  EXPECT_EQ(load({{"CHAT_PROXY_LOG_PATH", " OFF "}}).log_path, "");
+  EXPECT_EQ(load({}, {{"CHAT_PROXY_LOG_PATH", ""}}).log_path, "");
+  // The flag, empty, still wins over the variable; a variable alone is a path.
+  EXPECT_EQ(load({{"CHAT_PROXY_LOG_PATH", "/var/log/a.jsonl"}}, {{"CHAT_PROXY_LOG_PATH", ""}}).log_path, "");
+  EXPECT_EQ(load({{"CHAT_PROXY_LOG_PATH", "/var/log/a.jsonl"}}).log_path, "/var/log/a.jsonl");
+  EXPECT_EQ(config_to_json(load({{"CHAT_PROXY_LOG_PATH", "off"}}))["CHAT_PROXY_LOG_PATH"], "");
+}
+
 TEST_F(ConfigEnv, PortZeroMeansEphemeral) {
   EXPECT_EQ(load({{"CHAT_PROXY_PORT", "0"}}).port, 0);
   EXPECT_EQ(load({{"CHAT_PROXY_PORT", "65535"}}).port, 65535);

@@ -123,7 +123,9 @@ TEST(MetricsMapping, RecordToLabels) {
     EXPECT_EQ(sum_of(samples, "imageworks_request_duration_seconds_count"), c.timed ? 1 : 0);
     EXPECT_EQ(sum_of(samples, "imageworks_gateway_overhead_seconds_count"), c.timed ? 1 : 0);
     auto doc = metrics.json({});
-    EXPECT_EQ(doc["overall"]["requests"], 1);
+    // The window counts model traffic only; the totals count everything.
+    EXPECT_EQ(doc["overall"]["requests"], c.model_requested.empty() ? 0 : 1);
+    EXPECT_EQ(doc["totals"]["requests"], 1);
     EXPECT_EQ(doc["models"].size(), c.model_requested.empty() ? 0u : 1u);
   }
 }

@@ -1,0 +1,31 @@
+// GET /v1/metrics (JSON over the rolling window) and GET /metrics (Prometheus text); the
+// router answers 404 for both unless CHAT_PROXY_ENABLE_METRICS=1.
+#include "imageworks/gpu.hpp"
+#include "imageworks/recorder.hpp"
+#include "routes/routes.hpp"
+
+namespace imageworks::routes {
+
+namespace {
+
+Metrics::Gauges gauges(const App& app) {
+  Metrics::Gauges g;
+  if (app.gpu) g.switch_queue_depth = static_cast<std::int64_t>(app.gpu->state()->queue.size());
+  g.log_dropped = app.recorder->log_dropped();
+  return g;
+}
+
+}  // namespace
+
+std::string metrics_json_body(App& app) { return app.recorder->metrics()->json(gauges(app)).dump(); }
+
+Task<void> metrics_json(App& app, Exchange& ex) {
+  co_await ex.send_json(http::status::ok, metrics_json_body(app));
+}
+
+Task<void> metrics_prometheus(App& app, Exchange& ex) {
+  co_await ex.send(http::status::ok, app.recorder->metrics()->prometheus(gauges(app)),
+                   "text/plain; version=0.0.4; charset=utf-8");
+}
+
+}  // namespace imageworks::routes
