@@ -169,7 +169,11 @@ Task<void> Server::run_session(TimedSocket::socket_type socket) {
         Exchange& ex;
         ~RecordOnExit() {
           finish_record(ex.record(), ex);
-          if (opts.on_exchange_end) opts.on_exchange_end(ex.record(), ex.request());
+          try {
+            if (opts.on_exchange_end) opts.on_exchange_end(ex.record(), ex.request());
+          } catch (const std::exception& e) {  // (bad_alloc) a destructor must not throw
+            spdlog::error("[http] {}: recording the exchange failed: {}", ex.request_id(), e.what());
+          }
         }
       } record_on_exit{opts_, ex};
       std::optional<ProxyError> failure;  // co_await is not allowed inside a catch block

@@ -1,6 +1,10 @@
 #include "support/telemetry_support.hpp"
 
+#include <sys/wait.h>
+
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <limits>
@@ -158,18 +162,30 @@ void expect_cumulative_buckets(const std::vector<Sample>& samples, const std::st
   }
 }
 
-void expect_promtool_accepts(const std::string& text) {
-  if (!fs::exists("/usr/bin/promtool")) GTEST_SKIP() << "promtool is not installed (Debian package prometheus)";
+std::size_t count_samples(const std::vector<Sample>& samples, const std::string& name) {
+  return static_cast<std::size_t>(
+      std::count_if(samples.begin(), samples.end(), [&](const Sample& s) { return s.name == name; }));
+}
+
+bool have_promtool() { return fs::exists("/usr/bin/promtool"); }
+
+std::pair<int, std::string> promtool_check(const std::string& text) {
   TempDir dir;
   auto file = dir.write("metrics.txt", text);
   auto out = dir.path() / "promtool.out";
   const std::string cmd = "/usr/bin/promtool check metrics < '" + file.string() + "' > '" + out.string() + "' 2>&1";
-  int rc = std::system(cmd.c_str());
+  const int status = std::system(cmd.c_str());
   std::ifstream in(out);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  EXPECT_EQ(rc, 0) << "promtool check metrics failed:\n" << ss.str() << "\n--- text ---\n" << text;
-  EXPECT_EQ(ss.str(), "") << "promtool lint:\n" << ss.str();
+  std::stringstream printed;
+  printed << in.rdbuf();
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, printed.str()};
+}
+
+void expect_promtool_accepts(const std::string& text) {
+  if (!have_promtool()) GTEST_SKIP() << "promtool is not installed (Debian package prometheus)";
+  auto [code, printed] = promtool_check(text);
+  EXPECT_EQ(code, 0) << "promtool check metrics failed:\n" << printed << "\n--- text ---\n" << text;
+  EXPECT_EQ(printed, "") << "promtool lint:\n" << printed;
 }
 
 }  // namespace imageworks::test

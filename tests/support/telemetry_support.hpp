@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -29,10 +30,14 @@ struct Sample {
 std::vector<Sample> parse_prometheus(const std::string& text);
 // Sum of the samples named `name` whose labels include `match`.
 double sum_samples(const std::vector<Sample>& samples, const std::string& name,
-                   const std::map<std::string, std::string>& match);
+                   const std::map<std::string, std::string>& match = {});
+std::size_t count_samples(const std::vector<Sample>& samples, const std::string& name);
 // Per series, the buckets never decrease as le grows.
 void expect_cumulative_buckets(const std::vector<Sample>& samples, const std::string& bucket_name);
-// `promtool check metrics` accepts the text (skipped when promtool is not installed).
+bool have_promtool();
+// `promtool check metrics` on `text`: its exit code and everything it printed.
+std::pair<int, std::string> promtool_check(const std::string& text);
+// `promtool check metrics` accepts the text, lint included (skipped without promtool).
 void expect_promtool_accepts(const std::string& text);
 
 }  // namespace imageworks::test

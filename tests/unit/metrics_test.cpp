@@ -17,8 +17,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using test::model_request;
-using test::parse_samples;
-using test::sum_of;
+using test::parse_prometheus;
+using test::sum_samples;
 
 double rel_error(double got, double want) { return std::abs(got - want) / want; }
 
@@ -38,11 +38,11 @@ TEST(MetricsKnownSequence, PrometheusAndJsonAgree) {
     if (i == 5) r.status = 404, r.error_code = "err_model_not_found";
     metrics.observe(r);
   }
-  auto samples = parse_samples(metrics.prometheus({}));
-  EXPECT_EQ(sum_of(samples, "imageworks_requests_total"), 7);
-  EXPECT_EQ(sum_of(samples, "imageworks_requests_total", {{"status", "200"}, {"route", "/v1/chat/completions"}}), 5);
-  EXPECT_EQ(sum_of(samples, "imageworks_request_errors_total"), 2);
-  EXPECT_EQ(sum_of(samples, "imageworks_request_errors_total", {{"code", "err_model_not_found"}}), 1);
+  auto samples = parse_prometheus(metrics.prometheus({}));
+  EXPECT_EQ(sum_samples(samples, "imageworks_requests_total"), 7);
+  EXPECT_EQ(sum_samples(samples, "imageworks_requests_total", {{"status", "200"}, {"route", "/v1/chat/completions"}}), 5);
+  EXPECT_EQ(sum_samples(samples, "imageworks_request_errors_total"), 2);
+  EXPECT_EQ(sum_samples(samples, "imageworks_request_errors_total", {{"code", "err_model_not_found"}}), 1);
 
   const std::vector<std::pair<std::string, double>> buckets{
       {"0.005", 1}, {"0.01", 2}, {"0.025", 3}, {"0.05", 3}, {"0.1", 4}, {"0.25", 5}, {"0.5", 5},
@@ -61,9 +61,9 @@ TEST(MetricsKnownSequence, PrometheusAndJsonAgree) {
     ++seen;
   }
   EXPECT_EQ(seen, buckets.size());
-  EXPECT_EQ(sum_of(samples, "imageworks_request_duration_seconds_count"), 7);
-  EXPECT_NEAR(sum_of(samples, "imageworks_request_duration_seconds_sum"), 4.94, 1e-9);
-  EXPECT_EQ(sum_of(samples, "imageworks_gateway_overhead_seconds_count"), 7);
+  EXPECT_EQ(sum_samples(samples, "imageworks_request_duration_seconds_count"), 7);
+  EXPECT_NEAR(sum_samples(samples, "imageworks_request_duration_seconds_sum"), 4.94, 1e-9);
+  EXPECT_EQ(sum_samples(samples, "imageworks_gateway_overhead_seconds_count"), 7);
 
   auto doc = metrics.json({});
   const auto& overall = doc["overall"];
@@ -113,15 +113,15 @@ TEST(MetricsMapping, RecordToLabels) {
     r.error_code = c.error_code;
     r.latency_ms = 12;
     metrics.observe(r);
-    auto samples = parse_samples(metrics.prometheus({}));
-    EXPECT_EQ(sum_of(samples, "imageworks_requests_total",
+    auto samples = parse_prometheus(metrics.prometheus({}));
+    EXPECT_EQ(sum_samples(samples, "imageworks_requests_total",
                      {{"route", c.route_label}, {"status", std::to_string(c.status)}}), 1);
-    EXPECT_EQ(sum_of(samples, "imageworks_request_errors_total"), c.error_label.empty() ? 0 : 1);
+    EXPECT_EQ(sum_samples(samples, "imageworks_request_errors_total"), c.error_label.empty() ? 0 : 1);
     if (!c.error_label.empty()) {
-      EXPECT_EQ(sum_of(samples, "imageworks_request_errors_total", {{"code", c.error_label}}), 1);
+      EXPECT_EQ(sum_samples(samples, "imageworks_request_errors_total", {{"code", c.error_label}}), 1);
     }
-    EXPECT_EQ(sum_of(samples, "imageworks_request_duration_seconds_count"), c.timed ? 1 : 0);
-    EXPECT_EQ(sum_of(samples, "imageworks_gateway_overhead_seconds_count"), c.timed ? 1 : 0);
+    EXPECT_EQ(sum_samples(samples, "imageworks_request_duration_seconds_count"), c.timed ? 1 : 0);
+    EXPECT_EQ(sum_samples(samples, "imageworks_gateway_overhead_seconds_count"), c.timed ? 1 : 0);
     auto doc = metrics.json({});
     // The window counts model traffic only; the totals count everything.
     EXPECT_EQ(doc["overall"]["requests"], c.model_requested.empty() ? 0 : 1);
@@ -143,11 +143,11 @@ TEST(MetricsMapping, TokensTtftAndDecodeSpeed) {
   r.ttft_ms.reset();  // a whole reply: no decode speed from it
   r.stream = false;
   metrics.observe(r);
-  auto samples = parse_samples(metrics.prometheus({}));
-  EXPECT_EQ(sum_of(samples, "imageworks_tokens_total", {{"model", "m"}, {"kind", "prompt"}}), 200);
-  EXPECT_EQ(sum_of(samples, "imageworks_tokens_total", {{"model", "m"}, {"kind", "completion"}}), 60);
-  EXPECT_EQ(sum_of(samples, "imageworks_time_to_first_token_seconds_count"), 1);
-  EXPECT_DOUBLE_EQ(sum_of(samples, "imageworks_time_to_first_token_seconds_sum"), 0.5);
+  auto samples = parse_prometheus(metrics.prometheus({}));
+  EXPECT_EQ(sum_samples(samples, "imageworks_tokens_total", {{"model", "m"}, {"kind", "prompt"}}), 200);
+  EXPECT_EQ(sum_samples(samples, "imageworks_tokens_total", {{"model", "m"}, {"kind", "completion"}}), 60);
+  EXPECT_EQ(sum_samples(samples, "imageworks_time_to_first_token_seconds_count"), 1);
+  EXPECT_DOUBLE_EQ(sum_samples(samples, "imageworks_time_to_first_token_seconds_sum"), 0.5);
   auto m = metrics.json({})["models"]["m"];
   EXPECT_EQ(m["tokens"], (nlohmann::json{{"prompt", 200}, {"completion", 60}}));
   EXPECT_DOUBLE_EQ(m["tokens_per_s"].get<double>(), 6.0);
@@ -174,9 +174,9 @@ TEST(MetricsMapping, InterleavedLabelsCountExactly) {
     if (i % 100 == 99) clock.advance(1500ms);  // 20 requests per 2 s slot on average
     if (i == 1999) clock.advance(120s);         // the first 2000 leave the window
   }
-  auto samples = parse_samples(metrics.prometheus({}));
+  auto samples = parse_prometheus(metrics.prometheus({}));
   for (const auto& [key, n] : by_model_status)
-    EXPECT_EQ(sum_of(samples, "imageworks_requests_total", {{"model", key.first}, {"status", key.second}}), n)
+    EXPECT_EQ(sum_samples(samples, "imageworks_requests_total", {{"model", key.first}, {"status", key.second}}), n)
         << key.first << " " << key.second;
   auto doc = metrics.json({});
   for (const auto& [model, n] : window_by_model) EXPECT_EQ(doc["models"][model]["requests"], n) << model;
@@ -221,10 +221,10 @@ TEST(MetricsPromtool, AcceptsEmptyManyAndOddLabels) {
   std::string text = empty.prometheus({});
   EXPECT_NE(text.find("# TYPE imageworks_requests_total counter\n"), std::string::npos);
   EXPECT_NE(text.find("\nimageworks_log_dropped_total 0\n"), std::string::npos);
-  auto samples = parse_samples(odd.prometheus({}));
-  EXPECT_EQ(sum_of(samples, "imageworks_requests_total",
+  auto samples = parse_prometheus(odd.prometheus({}));
+  EXPECT_EQ(sum_samples(samples, "imageworks_requests_total",
                    {{"model", "a\"quoted\" \\back\\slash\nnew line {}=,"}, {"backend", "be\"\\\n"}}), 1);
-  EXPECT_EQ(sum_of(samples, "imageworks_model_switch_failures_total", {{"from", "from \"a\"\n"}}), 1);
+  EXPECT_EQ(sum_samples(samples, "imageworks_model_switch_failures_total", {{"from", "from \"a\"\n"}}), 1);
 }
 
 // W = 60 s: slots of 2 s; a ring of 32 slots.
@@ -246,9 +246,9 @@ TEST(MetricsWindow, OldSamplesLeaveTheWindowButNotTheCounters) {
   EXPECT_FALSE(doc["models"].contains("a"));
   EXPECT_DOUBLE_EQ(doc["overall"]["latency_ms"]["p50"].get<double>(), 20);
   EXPECT_EQ(doc["totals"], (nlohmann::json{{"requests", 2}, {"errors", 1}}));
-  auto samples = parse_samples(metrics.prometheus({}));
-  EXPECT_EQ(sum_of(samples, "imageworks_requests_total"), 2);
-  EXPECT_EQ(sum_of(samples, "imageworks_request_errors_total", {{"model", "a"}}), 1);
+  auto samples = parse_prometheus(metrics.prometheus({}));
+  EXPECT_EQ(sum_samples(samples, "imageworks_requests_total"), 2);
+  EXPECT_EQ(sum_samples(samples, "imageworks_request_errors_total", {{"model", "a"}}), 1);
 }
 
 TEST(MetricsWindow, ReusedSlotsStartEmpty) {

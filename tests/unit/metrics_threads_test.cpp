@@ -15,8 +15,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using test::model_request;
-using test::parse_samples;
-using test::sum_of;
+using test::parse_prometheus;
+using test::sum_samples;
 
 constexpr int kThreads = 8;
 constexpr int kPerThread = 10000;
@@ -38,12 +38,12 @@ void observe_from_threads(Metrics& metrics) {
 
 void expect_exact_totals(const Metrics& metrics) {
   constexpr int kTotal = kThreads * kPerThread;
-  auto samples = parse_samples(metrics.prometheus({}));
-  EXPECT_EQ(sum_of(samples, "imageworks_requests_total"), kTotal);
-  EXPECT_EQ(sum_of(samples, "imageworks_request_errors_total"), kTotal / 10);
-  EXPECT_EQ(sum_of(samples, "imageworks_request_duration_seconds_count"), kTotal);
-  EXPECT_EQ(sum_of(samples, "imageworks_request_duration_seconds_bucket", {{"le", "+Inf"}}), kTotal);
-  EXPECT_EQ(sum_of(samples, "imageworks_tokens_total", {{"kind", "completion"}}), 2 * kTotal);
+  auto samples = parse_prometheus(metrics.prometheus({}));
+  EXPECT_EQ(sum_samples(samples, "imageworks_requests_total"), kTotal);
+  EXPECT_EQ(sum_samples(samples, "imageworks_request_errors_total"), kTotal / 10);
+  EXPECT_EQ(sum_samples(samples, "imageworks_request_duration_seconds_count"), kTotal);
+  EXPECT_EQ(sum_samples(samples, "imageworks_request_duration_seconds_bucket", {{"le", "+Inf"}}), kTotal);
+  EXPECT_EQ(sum_samples(samples, "imageworks_tokens_total", {{"kind", "completion"}}), 2 * kTotal);
   auto doc = metrics.json({});
   EXPECT_EQ(doc["overall"]["requests"], kTotal);
   EXPECT_EQ(doc["overall"]["errors"], kTotal / 10);
@@ -66,8 +66,8 @@ TEST(MetricsThreads, ScrapingWhileObserving) {
   std::atomic<int> scrapes{0};
   std::thread scraper([&] {
     while (!done) {
-      auto samples = parse_samples(metrics.prometheus({}));
-      EXPECT_LE(sum_of(samples, "imageworks_requests_total"), kThreads * kPerThread);
+      auto samples = parse_prometheus(metrics.prometheus({}));
+      EXPECT_LE(sum_samples(samples, "imageworks_requests_total"), kThreads * kPerThread);
       EXPECT_LE(metrics.json({})["overall"]["requests"].get<int>(), kThreads * kPerThread);
       ++scrapes;
     }
@@ -86,8 +86,8 @@ TEST(MetricsThreads, ActiveStreamsAcrossThreads) {
   std::thread([&] { for (int i = 0; i < 5; ++i) metrics.stream_started(); }).join();
   std::thread([&] { for (int i = 0; i < 3; ++i) metrics.stream_ended(); }).join();
   metrics.stream_started();
-  auto samples = parse_samples(metrics.prometheus({}));
-  EXPECT_EQ(sum_of(samples, "imageworks_active_streams"), 3);
+  auto samples = parse_prometheus(metrics.prometheus({}));
+  EXPECT_EQ(sum_samples(samples, "imageworks_active_streams"), 3);
   EXPECT_EQ(metrics.json({})["active_streams"], 3);
 }
 
@@ -96,19 +96,19 @@ TEST(MetricsSwitches, CountersHistogramAndJson) {
   metrics.observe_switch("", "qwen 7b", 12, true);  // the first load: nothing to switch from
   metrics.observe_switch("qwen 7b", "llama 8b", 45, true);
   std::thread([&] { metrics.observe_switch("llama 8b", "qwen 7b", 700, false); }).join();
-  auto samples = parse_samples(metrics.prometheus({.switch_queue_depth = 4, .log_dropped = 9}));
-  EXPECT_EQ(sum_of(samples, "imageworks_model_switches_total"), 3);
-  EXPECT_EQ(sum_of(samples, "imageworks_model_switches_total", {{"from", "qwen 7b"}, {"to", "llama 8b"}}), 1);
-  EXPECT_EQ(sum_of(samples, "imageworks_model_switch_failures_total"), 1);
-  EXPECT_EQ(sum_of(samples, "imageworks_model_switch_failures_total", {{"from", "llama 8b"}}), 1);
-  EXPECT_EQ(sum_of(samples, "imageworks_model_switch_duration_seconds_bucket", {{"le", "30"}}), 1);
-  EXPECT_EQ(sum_of(samples, "imageworks_model_switch_duration_seconds_bucket", {{"le", "60"}}), 2);
-  EXPECT_EQ(sum_of(samples, "imageworks_model_switch_duration_seconds_bucket", {{"le", "600"}}), 2);
-  EXPECT_EQ(sum_of(samples, "imageworks_model_switch_duration_seconds_bucket", {{"le", "1200"}}), 3);
-  EXPECT_EQ(sum_of(samples, "imageworks_model_switch_duration_seconds_count"), 3);
-  EXPECT_EQ(sum_of(samples, "imageworks_model_switch_duration_seconds_sum"), 757);
-  EXPECT_EQ(sum_of(samples, "imageworks_switch_queue_depth"), 4);
-  EXPECT_EQ(sum_of(samples, "imageworks_log_dropped_total"), 9);
+  auto samples = parse_prometheus(metrics.prometheus({.switch_queue_depth = 4, .log_dropped = 9}));
+  EXPECT_EQ(sum_samples(samples, "imageworks_model_switches_total"), 3);
+  EXPECT_EQ(sum_samples(samples, "imageworks_model_switches_total", {{"from", "qwen 7b"}, {"to", "llama 8b"}}), 1);
+  EXPECT_EQ(sum_samples(samples, "imageworks_model_switch_failures_total"), 1);
+  EXPECT_EQ(sum_samples(samples, "imageworks_model_switch_failures_total", {{"from", "llama 8b"}}), 1);
+  EXPECT_EQ(sum_samples(samples, "imageworks_model_switch_duration_seconds_bucket", {{"le", "30"}}), 1);
+  EXPECT_EQ(sum_samples(samples, "imageworks_model_switch_duration_seconds_bucket", {{"le", "60"}}), 2);
+  EXPECT_EQ(sum_samples(samples, "imageworks_model_switch_duration_seconds_bucket", {{"le", "600"}}), 2);
+  EXPECT_EQ(sum_samples(samples, "imageworks_model_switch_duration_seconds_bucket", {{"le", "1200"}}), 3);
+  EXPECT_EQ(sum_samples(samples, "imageworks_model_switch_duration_seconds_count"), 3);
+  EXPECT_EQ(sum_samples(samples, "imageworks_model_switch_duration_seconds_sum"), 757);
+  EXPECT_EQ(sum_samples(samples, "imageworks_switch_queue_depth"), 4);
+  EXPECT_EQ(sum_samples(samples, "imageworks_log_dropped_total"), 9);
   auto doc = metrics.json({.switch_queue_depth = 4, .log_dropped = 9});
   EXPECT_EQ(doc["switches"]["total"], 3);
   EXPECT_EQ(doc["switches"]["failed"], 1);
@@ -125,17 +125,17 @@ TEST(MetricsCardinality, DistinctModelsAreCappedIntoOther) {
     r.prompt_tokens = 1;
     metrics.observe(r);
   }
-  auto samples = parse_samples(metrics.prometheus({}));
-  EXPECT_EQ(sum_of(samples, "imageworks_requests_total"), 1500);
-  EXPECT_EQ(sum_of(samples, "imageworks_requests_total", {{"model", "other"}}), 500);
+  auto samples = parse_prometheus(metrics.prometheus({}));
+  EXPECT_EQ(sum_samples(samples, "imageworks_requests_total"), 1500);
+  EXPECT_EQ(sum_samples(samples, "imageworks_requests_total", {{"model", "other"}}), 500);
   // 1000 series, then one "other" series per route and status (here 200 and 500).
-  EXPECT_EQ(test::count_of(samples, "imageworks_requests_total"), 1002u);
-  EXPECT_EQ(sum_of(samples, "imageworks_request_errors_total"), 750);
-  EXPECT_LE(test::count_of(samples, "imageworks_request_errors_total"), 1001u);
-  EXPECT_LE(test::count_of(samples, "imageworks_request_duration_seconds_count"), 1001u);
-  EXPECT_EQ(sum_of(samples, "imageworks_request_duration_seconds_count"), 1500);
-  EXPECT_EQ(sum_of(samples, "imageworks_request_duration_seconds_count", {{"model", "other"}}), 500);
-  EXPECT_LE(test::count_of(samples, "imageworks_tokens_total"), 1001u);
+  EXPECT_EQ(test::count_samples(samples, "imageworks_requests_total"), 1002u);
+  EXPECT_EQ(sum_samples(samples, "imageworks_request_errors_total"), 750);
+  EXPECT_LE(test::count_samples(samples, "imageworks_request_errors_total"), 1001u);
+  EXPECT_LE(test::count_samples(samples, "imageworks_request_duration_seconds_count"), 1001u);
+  EXPECT_EQ(sum_samples(samples, "imageworks_request_duration_seconds_count"), 1500);
+  EXPECT_EQ(sum_samples(samples, "imageworks_request_duration_seconds_count", {{"model", "other"}}), 500);
+  EXPECT_LE(test::count_samples(samples, "imageworks_tokens_total"), 1001u);
   auto doc = metrics.json({});
   EXPECT_EQ(doc["overall"]["requests"], 1500);
   EXPECT_LE(doc["models"].size(), 1001u);
