@@ -150,9 +150,12 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(cfg.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
 
+  // A CHAT_PROXY_* variable no option reads is most likely a typo: say so, do not fail.
+  const auto unknown = unknown_variables(process_env_names());
   try {
     if (config_cmd->parsed()) {
       std::cout << config_to_json(cfg).dump(2) << "\n";
+      for (const auto& v : unknown) std::cerr << "warning: " << unknown_variable_text(v) << "\n";
       return 0;
     }
     if (list_cmd->parsed()) return print_models(cfg, as_json);
@@ -166,6 +169,7 @@ int main(int argc, char** argv) {
     }
     if (current_cmd->parsed()) return run_admin_command(cfg, admin);
     if (executor_cmd->parsed()) return run_vllm_executor(cfg);
+    for (const auto& v : unknown) spdlog::warn("[config] {}", unknown_variable_text(v));
     return serve(cfg);
   } catch (const std::exception& e) {
     std::cerr << "imageworks-chat-proxy: " << e.what() << "\n";

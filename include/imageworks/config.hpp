@@ -104,6 +104,18 @@ using EnvMap = std::map<std::string, std::string>;
 // The process environment restricted to the variables in config_options().
 EnvMap read_process_env();
 
+// A CHAT_PROXY_* variable that no option reads: most likely a typo, which would otherwise
+// leave the setting at its default without a word. `suggestion`: the closest option's
+// variable when one is near ("CHAT_PROXY_PORTT" → "CHAT_PROXY_PORT"), else "".
+struct UnknownVariable {
+  std::string name, suggestion;
+};
+// Of the given variable names (e.g. every name in the process environment).
+std::vector<UnknownVariable> unknown_variables(const std::vector<std::string>& names);
+std::vector<std::string> process_env_names();
+// "CHAT_PROXY_PORTT is not a setting of imageworks-chat-proxy (did you mean CHAT_PROXY_PORT?)"
+std::string unknown_variable_text(const UnknownVariable& v);
+
 // Parse `env` (variables) overridden by `flags` (keyed by variable name too). Throws
 // ConfigError naming the variable for a bad number, bad bool or missing directory.
 // An empty value, in either map, counts as unset: the option keeps its default (except for

@@ -3,6 +3,8 @@
 #include "imageworks/autostart.hpp"
 #include "imageworks/config.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -363,6 +365,59 @@ EnvMap read_process_env() {
     }
   }
   return env;
+}
+
+namespace {
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+}  // namespace
+
+std::vector<UnknownVariable> unknown_variables(const std::vector<std::string>& names) {
+  std::vector<UnknownVariable> out;
+  for (const auto& name : names) {
+    if (!name.starts_with("CHAT_PROXY_")) continue;
+    const auto& opts = config_options();
+    if (std::any_of(opts.begin(), opts.end(), [&](const ConfigOption& o) { return o.env == name; })) continue;
+    UnknownVariable v{name, ""};
+    std::size_t best = 4;  // further than 3 edits away is no suggestion
+    for (const auto& o : opts) {
+      if (auto d = edit_distance(name, o.env); d < best) {
+        best = d;
+        v.suggestion = o.env;
+      }
+    }
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+std::vector<std::string> process_env_names() {
+  std::vector<std::string> names;
+  for (char** e = environ; e && *e; ++e) {
+    std::string_view kv(*e);
+    names.emplace_back(kv.substr(0, kv.find('=')));
+  }
+  return names;
+}
+
+std::string unknown_variable_text(const UnknownVariable& v) {
+  std::string text = v.name + " is not a setting of imageworks-chat-proxy";
+  if (!v.suggestion.empty()) text += " (did you mean " + v.suggestion + "?)";
+  return text + "; docs/configuration.md lists them";
 }
 
 ProxyConfig load_config(const EnvMap& env, const EnvMap& flags) {

@@ -353,6 +353,21 @@ TEST(E2eCli, ConfigPrintsJsonAndRejectsBadValues) {
   EXPECT_NE(missing.err.find("CHAT_PROXY_REGISTRY_DIR"), std::string::npos) << missing.err;
 }
 
+// A misspelt variable leaves its setting at the default: `config` and `serve` say so.
+TEST(E2eCli, AMisspeltVariableIsNamedWithTheSettingItMeant) {
+  Registry reg;
+  auto r = run_proxy_command({"config"}, reg.env({{"CHAT_PROXY_PORTT", "9000"}}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["CHAT_PROXY_PORT"], 8100);
+  EXPECT_NE(r.err.find("warning: CHAT_PROXY_PORTT is not a setting of imageworks-chat-proxy (did you mean "
+                       "CHAT_PROXY_PORT?)"),
+            std::string::npos)
+      << r.err;
+  ProxyProcess proxy(reg.env({{"CHAT_PROXY_ENABLE_METRIC", "1"}}));
+  EXPECT_TRUE(proxy.wait_for_log("did you mean CHAT_PROXY_ENABLE_METRICS?", std::chrono::seconds(10)))
+      << proxy.stderr_text();
+}
+
 TEST(E2eCli, ImageworksModelsSymlinkRunsTheModelsCommands) {
   Registry reg;
   auto link = reg.dir.path() / "imageworks-models";

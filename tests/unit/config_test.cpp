@@ -299,6 +299,26 @@ TEST(ConfigProcessEnv, ReadsOnlyKnownVariables) {
   EXPECT_EQ(env.count("CHAT_PROXY_NOT_A_SETTING"), 0u);
 }
 
+// A CHAT_PROXY_* variable no option reads is reported, with the nearest option's name.
+TEST(ConfigUnknownVariables, TyposAreNamedWithTheNearestSetting) {
+  auto found = unknown_variables({"PATH", "CHAT_PROXY_PORT", "CHAT_PROXY_PORTT", "CHAT_PROXY_LOGPATH",
+                                  "CHAT_PROXY_ENABLE_METRIC", "CHAT_PROXY_SOMETHING_ELSE_ENTIRELY",
+                                  "IMAGEWORKS_OLLAMA_HOST"});
+  ASSERT_EQ(found.size(), 4u);
+  EXPECT_EQ(found[0].name, "CHAT_PROXY_PORTT");
+  EXPECT_EQ(found[0].suggestion, "CHAT_PROXY_PORT");
+  EXPECT_EQ(found[1].suggestion, "CHAT_PROXY_LOG_PATH");
+  EXPECT_EQ(found[2].suggestion, "CHAT_PROXY_ENABLE_METRICS");
+  EXPECT_EQ(found[3].name, "CHAT_PROXY_SOMETHING_ELSE_ENTIRELY");
+  EXPECT_EQ(found[3].suggestion, "");
+  EXPECT_EQ(unknown_variable_text(found[0]),
+            "CHAT_PROXY_PORTT is not a setting of imageworks-chat-proxy (did you mean CHAT_PROXY_PORT?); "
+            "docs/configuration.md lists them");
+  std::vector<std::string> every_option;
+  for (const auto& o : config_options()) every_option.push_back(o.env);
+  EXPECT_TRUE(unknown_variables(every_option).empty());
+}
+
 // ---- errors ------------------------------------------------------------------------------
 
 struct BadValue {
