@@ -38,15 +38,6 @@ struct BackendRoute {
   std::string backend;  // registry backend name, for logs
 };
 
-// Usage and timing facts gathered while relaying (telemetry reads these).
-struct RelayOutcome {
-  int status = 0;
-  std::string error_code;
-  std::optional<std::int64_t> prompt_tokens, completion_tokens;
-  std::optional<double> ttft_ms;
-  bool client_gone = false;
-};
-
 // Pipeline steps as plain functions (unit-testable, no I/O).
 ForwardRequest parse_forward_request(std::string_view route, std::string body);
 // `managed_base_url`: where the GPU coordinator's lease says a managed vLLM listens.

@@ -91,10 +91,7 @@ Task<void> ChatForwarder::handle(Exchange& ex, std::string path) {
                          std::chrono::milliseconds(app_.cfg.stream_idle_timeout_ms),
                          static_cast<std::size_t>(app_.cfg.max_sse_event_bytes),
                          !app_.cfg.disable_tool_normalization, log_prompts};
-  RelayOutcome outcome = co_await relay(ex, fr, route, settings);
-  rec.prompt_tokens = outcome.prompt_tokens;
-  rec.completion_tokens = outcome.completion_tokens;
-  rec.ttft_ms = outcome.ttft_ms;
+  co_await relay(ex, fr, route, settings);
 }
 
 }  // namespace imageworks

@@ -129,7 +129,7 @@ Task<void> read_upstream(UpstreamConnection& c, UpstreamResponseParser& p, ReadU
 // Restore the model in a whole reply and pick up its usage, in one scan of the body; a chat
 // reply that a §7 rule could change (one pass over its `choices`) is normalised first.
 void finish_reply(std::string& body, const std::string& model_json, bool chat, bool normalize_tools,
-                  RelayOutcome& out) {
+                  RequestRecord& out) {
   static constexpr std::string_view keys[] = {"model", "usage", "choices"};
   std::optional<std::string_view> v[3];
   if (!find_top_level_values(body, keys, v)) return;
@@ -148,7 +148,7 @@ void finish_reply(std::string& body, const std::string& model_json, bool chat, b
 
 // The whole (non-stream or error) reply: read it under the request deadline, restore the
 // model, send it; upstream errors keep their status in our error shape.
-Task<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
+Task<void> relay_whole(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
                                           std::unique_ptr<UpstreamConnection>& conn, UpstreamResponseParser& p,
                                           ClientWatch* watch, const RelaySettings& s) {
   std::string body;
@@ -160,11 +160,9 @@ Task<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr, const Bac
     ex.record().upstream_wait_ms += ms_since(t0);
   }
   conn->tcp().expires_never();  // the backend's deadline does not run while the client reads
-  RelayOutcome out;
   if (watch->client_gone) {
-    out.client_gone = true;
     ex.client_left();
-    co_return out;
+    co_return;
   }
   if (ec) {
     ex.throw_if_aborted();
@@ -181,16 +179,14 @@ Task<RelayOutcome> relay_whole(Exchange& ex, const ForwardRequest& fr, const Bac
   if (ex.head_sent())  // the SSE response opened for loading feedback cannot carry a whole reply
     throw ProxyError(502, "err_backend_error",
                      "backend " + route.target->pool_key + " answered a streaming request with a whole reply");
-  finish_reply(body, json_quote(fr.requested_model), fr.route == "chat/completions", s.normalize_tools, out);
+  finish_reply(body, json_quote(fr.requested_model), fr.route == "chat/completions", s.normalize_tools, ex.record());
   if (s.capture_reply) append_whole_reply(body, ex.record().reply);
   auto ct = p.content_type();
   co_await ex.send(static_cast<http::status>(status), std::move(body), ct.empty() ? "application/json" : ct);
-  out.status = status;
-  co_return out;
 }
 
 // The SSE stream: each upstream read becomes one client write of the rewritten events.
-Task<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
+Task<void> relay_stream(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
                                            std::unique_ptr<UpstreamConnection>& conn,
                                            UpstreamResponseParser& p, ClientWatch* watch,
                                            const RelaySettings& s) {
@@ -203,11 +199,10 @@ Task<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const Ba
   StreamRewriter rw(fr.requested_model, fr.usage_added, std::move(rules));
   std::string out;
   out.reserve(kStreamReadBytes);
-  RelayOutcome result;
-  result.status = 200;
+  RequestRecord& rec = ex.record();  // TTFT, tokens and a mid-stream error go here
   std::optional<ProxyError> failure;
   auto on_event = [&](const SseEvent& ev) {
-    if (s.capture_reply && !ev.comment) append_stream_reply(ev.data, ex.record().reply);
+    if (s.capture_reply && !ev.comment) append_stream_reply(ev.data, rec.reply);
     rw.on_event(ev.event, ev.data, ev.comment, out);
   };
 
@@ -220,7 +215,7 @@ Task<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const Ba
       conn->tcp().expires_after(s.idle_timeout);
       const auto t0 = std::chrono::steady_clock::now();
       co_await read_upstream(*conn, p, ReadUntil::progress, ec);
-      ex.record().upstream_wait_ms += ms_since(t0);
+      rec.upstream_wait_ms += ms_since(t0);
       conn->tcp().expires_never();
     }
     if (watch->client_gone) break;
@@ -243,7 +238,7 @@ Task<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const Ba
       break;
     }
     if (out.empty()) continue;
-    if (!result.ttft_ms) result.ttft_ms = ms_since(ex.record().started);  // the client's wait, switch included
+    if (!rec.ttft_ms) rec.ttft_ms = ms_since(rec.started);  // the client's wait, switch included
     if (!ex.head_sent()) {  // (loading feedback may have opened the response already)
       co_await ex.start_stream(http::status::ok, "text/event-stream", out);
     } else {
@@ -252,16 +247,14 @@ Task<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const Ba
     out.clear();
   }
   if (watch->client_gone) {
-    result.client_gone = true;
     ex.client_left();
-    co_return result;
+    co_return;
   }
   // Nothing went out and nothing is waiting to: a real HTTP error.
   if (failure && !ex.head_sent() && out.empty()) throw *failure;
   if (failure) {
     rw.fail(*failure, out);
-    result.error_code = failure->code;
-    ex.record().error_code = failure->code;  // the stream ended with an error event
+    rec.error_code = failure->code;  // the stream ended with an error event
   } else {
     rw.finish(out);
     watch->conn = nullptr;
@@ -273,14 +266,13 @@ Task<RelayOutcome> relay_stream(Exchange& ex, const ForwardRequest& fr, const Ba
   } else {
     co_await ex.end_stream(out);
   }
-  result.prompt_tokens = rw.prompt_tokens;
-  result.completion_tokens = rw.completion_tokens;
-  co_return result;
+  rec.prompt_tokens = rw.prompt_tokens;
+  rec.completion_tokens = rw.completion_tokens;
 }
 
 }  // namespace
 
-Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
+Task<void> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
                                     const RelaySettings& s) {
   const auto started = std::chrono::steady_clock::now();
   const auto deadline = started + s.backend_timeout;
@@ -324,9 +316,7 @@ Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRo
     ex.record().upstream_wait_ms += ms_since(waiting_since);
     if (watch->client_gone) {
       ex.client_left();
-      RelayOutcome out;
-      out.client_gone = true;
-      co_return out;
+      co_return;
     }
     if (ec) {
       watch->conn = nullptr;
@@ -339,9 +329,9 @@ Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRo
       throw transport_error(route, *conn, ec, true, s);
     }
     bool streaming = fr.stream && head.status() == 200 && head.event_stream();
-    // Not a ?: of two co_awaits: GCC 12 miscompiles that (the result's destructor frees garbage).
-    if (streaming) co_return co_await relay_stream(ex, fr, route, conn, head, watch, s);
-    co_return co_await relay_whole(ex, fr, route, conn, head, watch, s);
+    if (streaming) co_await relay_stream(ex, fr, route, conn, head, watch, s);
+    else co_await relay_whole(ex, fr, route, conn, head, watch, s);
+    co_return;
   }
 }
 

@@ -16,8 +16,9 @@ struct RelaySettings {
   bool capture_reply = false;                 // the reply's text into the record (CHAT_PROXY_LOG_PROMPTS=1)
 };
 
-Task<RelayOutcome> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route,
-                                    const RelaySettings& settings);
+// What telemetry needs (TTFT, usage, a mid-stream error, the time waiting on the backend)
+// goes into the exchange's record.
+Task<void> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route, const RelaySettings& settings);
 
 // The text of choice 0 appended to `reply` (request log with CHAT_PROXY_LOG_PROMPTS=1):
 // of one stream event (delta.content / text), of a whole reply (message.content / text).
