@@ -83,11 +83,19 @@ Task<void> dispatch(App& app, Exchange& ex) {
     require_method(ex, http::verb::get);
     return health(app, ex);
   }
+  if (path == "/") {  // the page holds no data: it asks for a key when /v1/status needs one
+    require_method(ex, http::verb::get);
+    return status_page(app, ex);
+  }
   if (!authorized(app, ex))
     throw ProxyError(401, "err_unauthorized", "missing or invalid API key (Authorization: Bearer <key>)");
   if (path == "/v1/models") {
     require_method(ex, http::verb::get);
     return list_models(app, ex);
+  }
+  if (path == "/v1/status") {
+    require_method(ex, http::verb::get);
+    return status(app, ex);
   }
   if (path.starts_with("/v1/models/")) {
     require_method(ex, http::verb::get);
@@ -115,8 +123,9 @@ Task<void> dispatch(App& app, Exchange& ex) {
     require_method(ex, http::verb::get);
     return path == "/metrics" ? metrics_prometheus(app, ex) : metrics_json(app, ex);
   }
-  if (path == "/v1/autostart/status") {
+  if (path == "/v1/autostart/status") {  // pids, log paths, errors: operator information
     require_method(ex, http::verb::get);
+    require_admin_client(app, ex);
     return autostart_status(app, ex);
   }
   if (app.forward && path.starts_with("/v1/") && ex.request().method() == http::verb::post) {

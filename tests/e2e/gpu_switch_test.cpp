@@ -20,13 +20,6 @@ namespace {
 
 std::int64_t t_ms(const json& event) { return event.value("t_ms", std::int64_t{0}); }
 
-bool stream_completed(const std::vector<std::string>& frames) {
-  if (frames.empty() || frames.back() != "data: [DONE]") return false;
-  for (const auto& p : data_payloads(frames))
-    if (p.find("\"error\"") != std::string::npos) return false;
-  return true;
-}
-
 }  // namespace
 
 TEST(E2eGpu, OllamaToVllmUnloadsEveryLoadedModelBeforeTheChildStarts) {

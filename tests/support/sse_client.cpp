@@ -108,4 +108,11 @@ std::vector<std::string> data_payloads(const std::vector<std::string>& frames) {
   return out;
 }
 
+bool stream_completed(const std::vector<std::string>& frames) {
+  if (frames.empty() || frames.back() != "data: [DONE]") return false;
+  for (const auto& p : data_payloads(frames))
+    if (p.find("\"error\"") != std::string::npos) return false;
+  return true;
+}
+
 }  // namespace imageworks::test

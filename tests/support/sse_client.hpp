@@ -33,5 +33,7 @@ class SseClient {
 
 // The JSON payloads of "data: " frames other than [DONE].
 std::vector<std::string> data_payloads(const std::vector<std::string>& frames);
+// The stream ended with [DONE] and no error event.
+bool stream_completed(const std::vector<std::string>& frames);
 
 }  // namespace imageworks::test
