@@ -53,6 +53,7 @@ form{display:flex;gap:.5rem;flex-wrap:wrap}
 input{flex:1;min-width:12rem;padding:.45rem .6rem;border:1px solid var(--line);border-radius:6px;background:var(--bg);color:var(--fg)}
 button{padding:.45rem .9rem;border:0;border-radius:6px;background:var(--accent);color:#fff;font-weight:600}
 [hidden]{display:none!important}
+@media (max-width:640px){main{padding:.6rem;gap:.6rem}th,td{white-space:normal}td.name{min-width:8.5rem}.opt{display:none}.big{font-size:1.3rem}}
 </style>
 </head>
 <body data-loaded="0">
@@ -106,7 +107,7 @@ button{padding:.45rem .9rem;border:0;border-radius:6px;background:var(--accent);
   </section>
   <section id="models-box" class="wide">
     <h2>Models (<span id="models-count">0</span>)</h2>
-    <div class="scroll"><table><thead><tr><th>Model</th><th>Backend</th><th>GPU</th><th>Installed</th><th>Requests</th><th>p50</th></tr></thead><tbody id="models"></tbody></table></div>
+    <div class="scroll"><table><thead><tr><th>Model</th><th>Backend</th><th>GPU</th><th class="opt">Installed</th><th>Requests</th><th class="opt">p50</th></tr></thead><tbody id="models"></tbody></table></div>
     <p id="models-empty" class="empty" hidden>No model is listed: check the registry below.</p>
   </section>
   <section id="registry" class="wide">
@@ -196,7 +197,7 @@ button{padding:.45rem .9rem;border:0;border-radius:6px;background:var(--accent);
     $("models").replaceChildren(...models.map((x) => {
       const t = per[x.id];
       const tr = row([cell(x.id, "name"), cell(x.backend), cell(x.active ? "holds it" : x.gpu_managed ? "switched in on demand" : "not managed"),
-        cell(x.installed ? "yes" : "no"), cell(t ? t.requests : 0), cell(t ? ms(t.latency_ms.p50) : "–")], x.active ? "active" : "");
+        cell(x.installed ? "yes" : "no", "opt"), cell(t ? t.requests : 0), cell(t ? ms(t.latency_ms.p50) : "–", "opt")], x.active ? "active" : "");
       tr.dataset.id = x.id;
       tr.dataset.logicalName = x.logical_name;
       return tr;
