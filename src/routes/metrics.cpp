@@ -17,7 +17,9 @@ Metrics::Gauges gauges(const App& app) {
 
 }  // namespace
 
-std::string metrics_json_body(App& app) { return app.recorder->metrics()->json(gauges(app)).dump(); }
+nlohmann::json metrics_document(App& app) { return app.recorder->metrics()->json(gauges(app)); }
+
+std::string metrics_json_body(App& app) { return metrics_document(app).dump(); }
 
 Task<void> metrics_json(App& app, Exchange& ex) {
   co_await ex.send_json(http::status::ok, metrics_json_body(app));

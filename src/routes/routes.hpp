@@ -24,6 +24,7 @@ Task<void> status_page(App& app, Exchange& ex);         // GET / (§14)
 // Plain helpers (testable, and JSON built outside coroutine bodies: GCC 12 quirk).
 std::string health_body(const App& app);
 std::string metrics_json_body(App& app);
+nlohmann::json metrics_document(App& app);  // the /v1/metrics document (metrics must be on)
 std::string status_body(App& app);
 // The status page: one self-contained HTML document (inline CSS/JS, nothing from another host).
 std::string_view status_page_html();

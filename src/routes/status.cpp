@@ -89,7 +89,7 @@ json models_json(const App& app, const RegistrySnapshot& snap, const std::string
 // The window's overall figures, each model's, and the live gauges; null when metrics are off.
 json traffic_json(App& app) {
   if (!app.recorder || !app.recorder->metrics()) return nullptr;
-  json doc = json::parse(metrics_json_body(app));
+  json doc = metrics_document(app);
   json t = doc["overall"];
   t["window_s"] = doc["window_s"];
   t["active_streams"] = doc["active_streams"];
