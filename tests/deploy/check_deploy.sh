@@ -108,7 +108,7 @@ check_dockerfile() {
   grep -q -- '-DIMAGEWORKS_TESTS=OFF' <<<"$build_stage" || fail "the image builds the tests"
   grep -q -- '-DIMAGEWORKS_BENCH=OFF' <<<"$build_stage" || fail "the image builds the bench tools"
   grep -q 'cmake --install build-docker --prefix /usr/local' <<<"$build_stage" || fail "no cmake --install in the build stage"
-  grep -q 'cmake' <<<"$runtime_stage" && fail "the runtime stage runs cmake"
+  grep -Eq '^RUN .*cmake' <<<"$runtime_stage" && fail "the runtime stage runs cmake"
   local s
   for s in scripts/test scripts/run; do
     grep -Eq '^(exec )?(nice )?\./scripts/build ' "$s" || fail "$s does not build through scripts/build"
