@@ -261,13 +261,14 @@ check_systemd() {
   grep -qx 'Environment=CHAT_PROXY_LOG_PATH=%L/imageworks-chat-proxy/[^ ]*' "$unit" ||
     fail "the request log is not in the LogsDirectory"
   # TimeoutStopSec above the proxy's own stop budget, from the binary's defaults: drain,
-  # the 2 s to end what is left, vLLM's SIGTERM grace + 5 s after SIGKILL, Ollama unloads.
+  # the 2 s to end what is left, 5 s for a switch under way, vLLM's SIGTERM grace + 5 s after
+  # SIGKILL, Ollama unloads.
   local stop budget
   stop=$(sed -n 's/^TimeoutStopSec=\([0-9]*\)$/\1/p' "$unit")
   budget=$(proxy CHAT_PROXY_REGISTRY_DIR="$src/configs" "$bin" config | python3 -c '
 import json, sys
 c = json.load(sys.stdin)
-ms = int(c["CHAT_PROXY_SHUTDOWN_GRACE_MS"]) + 2000 + int(c["CHAT_PROXY_VLLM_STOP_GRACE_S"]) * 1000 + 5000 \
+ms = int(c["CHAT_PROXY_SHUTDOWN_GRACE_MS"]) + 2000 + 5000 + int(c["CHAT_PROXY_VLLM_STOP_GRACE_S"]) * 1000 + 5000 \
      + int(c["CHAT_PROXY_OLLAMA_UNLOAD_TIMEOUT_MS"])
 print((ms + 999) // 1000)')
   if [ -n "$stop" ] && [ -n "$budget" ] && ((stop > budget + 10)); then
