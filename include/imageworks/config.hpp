@@ -19,7 +19,8 @@ struct ConfigError : std::runtime_error {
 };
 
 // One recognised setting: its variable, CLI flag, default and help text. The table of these
-// drives parsing, `config` output, CLI flag registration and docs/configuration.md.
+// drives parsing, `config` output, CLI flag registration (grouped by section in --help) and
+// docs/configuration.md (one table per section).
 struct ConfigOption {
   std::string env;          // "CHAT_PROXY_PORT"
   std::string flag;         // "--port"
@@ -29,6 +30,10 @@ struct ConfigOption {
   bool secret = false;      // masked in `config` output
   std::string fallback_env; // read when `env` is unset, e.g. IMAGEWORKS_OLLAMA_HOST
   bool empty_is_value = false;  // an empty value given explicitly is a value ("off"), not "unset"
+  std::string section;      // "Server", "Backends and GPU"…: the --help group and the docs heading
+  // Non-empty: the variable is accepted (a seed's deployment may set it) but nothing in this
+  // implementation reads its value; says why. `config` and `serve` warn when it is set.
+  std::string no_effect;
 };
 const std::vector<ConfigOption>& config_options();
 
@@ -91,7 +96,7 @@ struct ProxyConfig {
   bool autostart_enabled = false;
   std::string autostart_map;
   int autostart_grace_s = 120;
-  std::string loopback_alias;
+  std::string loopback_alias;             // accepted, no effect (see config_options())
   bool release_on_exit = true;
   // security
   std::vector<std::string> api_keys;
@@ -115,6 +120,12 @@ std::vector<UnknownVariable> unknown_variables(const std::vector<std::string>& n
 std::vector<std::string> process_env_names();
 // "CHAT_PROXY_PORTT is not a setting of imageworks-chat-proxy (did you mean CHAT_PROXY_PORT?)"
 std::string unknown_variable_text(const UnknownVariable& v);
+
+// The options marked no_effect that are set (a non-empty value in `env` or `flags`), in table
+// order: setting them changes nothing, which the operator should hear about.
+std::vector<ConfigOption> settings_without_effect(const EnvMap& env, const EnvMap& flags);
+// "CHAT_PROXY_LOOPBACK_ALIAS is accepted but has no effect in imageworks-chat-proxy: <why>"
+std::string without_effect_text(const ConfigOption& o);
 
 // Parse `env` (variables) overridden by `flags` (keyed by variable name too). Throws
 // ConfigError naming the variable for a bad number, bad bool or missing directory.

@@ -168,6 +168,13 @@ Binding empty_is_value(Binding b) {
 // The request log's path; "" or "off" turns the log off.
 std::string check_log_path(const std::string&, const std::string& v) { return lower(v) == "off" ? "" : v; }
 
+// An option nothing reads (see ConfigOption::no_effect); `why` ends the `config` warning.
+Binding no_effect(Binding b, const char* why) {
+  b.option.no_effect = why;
+  b.option.help = "(no effect) " + b.option.help;
+  return b;
+}
+
 Binding with_fallback(Binding b, const char* fallback_env) {
   b.option.fallback_env = fallback_env;
   return b;
@@ -203,10 +210,18 @@ std::string check_dir(const std::string& var, const std::string& v) {
   return v;
 }
 
+// The options of one section, in the order --help and docs/configuration.md show them.
+void add_section(std::vector<Binding>& all, const char* section, std::vector<Binding> rows) {
+  for (auto& b : rows) {
+    b.option.section = section;
+    all.push_back(std::move(b));
+  }
+}
+
 std::vector<Binding> build_bindings() {
   using C = ProxyConfig;
-  return {
-      // server
+  std::vector<Binding> all;
+  add_section(all, "Server", {
       text("host", &C::host, "Bind address of the HTTP listener"),
       integer("port", &C::port, "Listen port (0 = an ephemeral port, for tests)", 0, 65535),
       integer("threads", &C::threads, "Event-loop threads (0 = one per CPU core)", 0, 1024),
@@ -216,7 +231,8 @@ std::vector<Binding> build_bindings() {
       integer("request_timeout_ms", &C::request_timeout_ms, "Time for a request to arrive", 1),
       integer("keepalive_timeout_ms", &C::keepalive_timeout_ms, "Idle keep-alive timeout", 1),
       integer("shutdown_grace_ms", &C::shutdown_grace_ms, "Drain time on SIGTERM/SIGINT", 0),
-      // registry and listing
+  });
+  add_section(all, "Registry and model list", {
       text("registry_dir", &C::registry_dir, "Model registry directory (must exist)", check_dir,
            "dir"),
       text("template_dir", &C::template_dir,
@@ -229,9 +245,8 @@ std::vector<Binding> build_bindings() {
       boolean("include_test_models", &C::include_test_models, "List entries flagged testing"),
       text("profile", &C::profile, "Only list entries in this profile"),
       boolean("enable_debug_routes", &C::enable_debug_routes, "Serve /v1/debug/*"),
-      boolean("enable_metrics", &C::enable_metrics, "Serve /v1/metrics and /metrics"),
-      integer("metrics_window_s", &C::metrics_window_s, "Rolling window of the metrics", 1),
-      // forwarding
+  });
+  add_section(all, "Forwarding", {
       integer("backend_timeout_ms", &C::backend_timeout_ms,
               "Upstream connect + first byte (or whole non-stream reply) timeout", 1),
       integer("stream_idle_timeout_ms", &C::stream_idle_timeout_ms, "Longest gap in a stream", 1),
@@ -242,7 +257,8 @@ std::vector<Binding> build_bindings() {
               "Wait for a model switch before 503", 1),
       boolean("disable_tool_normalization", &C::disable_tool_normalization,
               "Pass legacy function_call replies through unchanged"),
-      // policy / normalisation
+  });
+  add_section(all, "Request policy and normalisation", {
       boolean("require_template", &C::require_template, "Chat requests need a chat template"),
       integer("max_image_bytes", &C::max_image_bytes, "Largest decoded image", 1),
       boolean("image_downscale", &C::image_downscale, "Downscale images that are too large"),
@@ -258,13 +274,17 @@ std::vector<Binding> build_bindings() {
               "Truncate history for reasoning models"),
       integer("reasoning_keep_last_n_turns", &C::reasoning_keep_last_n_turns,
               "User turns kept for reasoning models", 0),
-      // telemetry
+  });
+  add_section(all, "Telemetry", {
+      boolean("enable_metrics", &C::enable_metrics, "Serve /v1/metrics and /metrics"),
+      integer("metrics_window_s", &C::metrics_window_s, "Rolling window of the metrics", 1),
       empty_is_value(text("log_path", &C::log_path,
                           "JSONL request log; \"\" or off: no log", check_log_path)),
       integer("max_log_bytes", &C::max_log_bytes, "Request log rotates at this size", 1),
       integer("log_keep_files", &C::log_keep_files, "Rotated request logs kept", 0),
       boolean("log_prompts", &C::log_prompts, "Log messages and replies too"),
-      // backends
+  });
+  add_section(all, "Backends and GPU", {
       with_fallback(text("ollama_base_url", &C::ollama_base_url,
                          "Ollama server (fallback: IMAGEWORKS_OLLAMA_HOST)", check_ollama_url),
                     "IMAGEWORKS_OLLAMA_HOST"),
@@ -288,15 +308,19 @@ std::vector<Binding> build_bindings() {
              return v;
            }),
       integer("autostart_grace_s", &C::autostart_grace_s, "Autostarted backend health wait", 1),
-      text("loopback_alias", &C::loopback_alias,
-           "Host name standing in for 127.0.0.1/localhost in backend URLs (e.g. in a container)"),
+      no_effect(text("loopback_alias", &C::loopback_alias, "The seeds' loopback alias for backend URLs"),
+                "accepted for compatibility with the seeds' deployments; backend URLs are used "
+                "exactly as the registry gives them (point an entry's base_url, or "
+                "IMAGEWORKS_OLLAMA_HOST, at a host name the proxy can reach)"),
       boolean("release_on_exit", &C::release_on_exit, "Unload models and stop vLLM on exit"),
-      // security
+  });
+  add_section(all, "Security", {
       secret(list("api_keys", &C::api_keys, "Accepted bearer keys, comma separated")),
       text("api_keys_file", &C::api_keys_file, "File of keys, one a line (added to api_keys)"),
       boolean("admin_loopback_only", &C::admin_loopback_only,
               "Admin, reload and debug routes answer loopback clients only"),
-  };
+  });
+  return all;
 }
 
 const std::vector<Binding>& bindings() {
@@ -418,6 +442,22 @@ std::string unknown_variable_text(const UnknownVariable& v) {
   std::string text = v.name + " is not a setting of imageworks-chat-proxy";
   if (!v.suggestion.empty()) text += " (did you mean " + v.suggestion + "?)";
   return text + "; docs/configuration.md lists them";
+}
+
+std::vector<ConfigOption> settings_without_effect(const EnvMap& env, const EnvMap& flags) {
+  auto is_set = [](const EnvMap& m, const std::string& key) {
+    auto it = m.find(key);
+    return it != m.end() && !trim(it->second).empty();
+  };
+  std::vector<ConfigOption> out;
+  for (const auto& o : config_options()) {
+    if (!o.no_effect.empty() && (is_set(env, o.env) || is_set(flags, o.env))) out.push_back(o);
+  }
+  return out;
+}
+
+std::string without_effect_text(const ConfigOption& o) {
+  return o.env + " is accepted but has no effect in imageworks-chat-proxy: " + o.no_effect;
 }
 
 ProxyConfig load_config(const EnvMap& env, const EnvMap& flags) {

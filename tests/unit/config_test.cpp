@@ -4,9 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -76,7 +78,42 @@ TEST(ConfigOptions, NamesDeriveFromTheFieldName) {
     EXPECT_TRUE(seen.insert(o.env).second) << "duplicate " << o.env;
     EXPECT_EQ(o.secret, o.env == "CHAT_PROXY_API_KEYS") << o.env;
     EXPECT_EQ(o.fallback_env.empty(), o.env != "CHAT_PROXY_OLLAMA_BASE_URL") << o.env;
+    EXPECT_FALSE(o.section.empty()) << o.env << " has no section (--help group, docs heading)";
   }
+}
+
+// Each section's options are contiguous: --help and the docs show one group per section.
+TEST(ConfigOptions, SectionsAreContiguous) {
+  std::vector<std::string> order;
+  for (const auto& o : config_options()) {
+    if (order.empty() || order.back() != o.section) {
+      EXPECT_EQ(std::count(order.begin(), order.end(), o.section), 0) << o.section << " split at " << o.env;
+      order.push_back(o.section);
+    }
+  }
+  EXPECT_GE(order.size(), 5u);
+}
+
+// ---- options accepted without effect ------------------------------------------------------
+
+TEST(ConfigNoEffect, SetMarkedOptionsAreNamedOnlyWhenSet) {
+  std::vector<ConfigOption> marked;
+  for (const auto& o : config_options())
+    if (!o.no_effect.empty()) marked.push_back(o);
+  ASSERT_FALSE(marked.empty()) << "CHAT_PROXY_LOOPBACK_ALIAS is accepted without effect";
+  const auto& o = marked.front();
+  EXPECT_TRUE(settings_without_effect({}, {}).empty());
+  EXPECT_TRUE(settings_without_effect({{o.env, "  "}}, {}).empty()) << "an empty value is unset";
+  EXPECT_TRUE(settings_without_effect({{"CHAT_PROXY_PORT", "9000"}}, {}).empty());
+  for (const auto& [env, flags] : std::vector<std::pair<EnvMap, EnvMap>>{
+           {{{o.env, "x"}}, {}}, {{}, {{o.env, "x"}}}, {{{o.env, "x"}}, {{o.env, "y"}}}}) {
+    auto set = settings_without_effect(env, flags);
+    ASSERT_EQ(set.size(), 1u);
+    EXPECT_EQ(set[0].env, o.env);
+  }
+  EXPECT_EQ(without_effect_text(o),
+            o.env + " is accepted but has no effect in imageworks-chat-proxy: " + o.no_effect);
+  EXPECT_EQ(o.help.rfind("(no effect) ", 0), 0u) << "--help says so: " << o.help;
 }
 
 // ---- every option wired ----------------------------------------------------------------
@@ -405,18 +442,31 @@ TEST_F(ConfigJson, SecretsAreMasked) {
 
 // ---- docs stay in step with the table ----------------------------------------------------
 
+// Each row under its section's heading ("### Server"), in a table of that section, with its
+// flag and default; options without effect say so in their row, and only they.
 TEST(ConfigDocs, EveryOptionIsDocumented) {
   auto path = test::source_dir() / "docs" / "configuration.md";
   std::ifstream in(path);
   if (!in) GTEST_SKIP() << "no " << path << " (set IMAGEWORKS_SOURCE_DIR)";
-  std::stringstream doc;
-  doc << in.rdbuf();
-  for (const auto& o : config_options()) {
-    std::string row = "| `" + o.env + "` | `" + o.flag + "` | ";
-    row += o.default_value.empty() ? "" : "`" + o.default_value + "`";
-    EXPECT_NE(doc.str().find(row), std::string::npos) << "missing or stale row: " << row;
+  std::map<std::string, std::string> section_of_row;  // variable -> heading above its row
+  std::map<std::string, std::string> row_of;
+  std::string heading;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("### ", 0) == 0) heading = line.substr(4);
+    if (line.rfind("| `CHAT_PROXY_", 0) != 0) continue;
+    auto name = line.substr(3, line.find('`', 3) - 3);
+    section_of_row[name] = heading;
+    row_of[name] = line;
   }
-  EXPECT_NE(doc.str().find("IMAGEWORKS_OLLAMA_HOST"), std::string::npos);
+  for (const auto& o : config_options()) {
+    std::string start = "| `" + o.env + "` | `" + o.flag + "` | ";
+    start += o.default_value.empty() ? "" : "`" + o.default_value + "`";
+    const auto& row = row_of[o.env];
+    EXPECT_EQ(row.rfind(start, 0), 0u) << "missing or stale row: " << start;
+    EXPECT_EQ(section_of_row[o.env], o.section) << o.env << " is documented under another section";
+    const bool marked = row.find("| **No effect.**") != std::string::npos;
+    EXPECT_EQ(marked, !o.no_effect.empty()) << o.env << ": the docs' **No effect.** mark and the table disagree";
+  }
 }
 
 }  // namespace
