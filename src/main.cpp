@@ -77,18 +77,6 @@ int serve(const ProxyConfig& cfg) {
   return 0;
 }
 
-int print_models(const ProxyConfig& cfg, bool as_json) {
-  RegistryService reg(cfg);
-  auto snap = reg.snapshot();
-  if (as_json) {
-    std::cout << models_list(*snap, cfg.suppress_decorations).dump(2) << "\n";
-  } else {
-    for (const auto& m : snap->listed) std::cout << m.id << "\n";
-  }
-  for (const auto& issue : snap->issues) std::cerr << "warning: " << issue.to_string() << "\n";
-  return 0;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -112,9 +100,11 @@ int main(int argc, char** argv) {
   auto* serve_cmd = cli.add_subcommand("serve", "run the proxy (default)");
   auto* config_cmd = cli.add_subcommand("config", "print the effective configuration as JSON");
   auto* models_cmd = cli.add_subcommand("models", "inspect the model registry");
-  auto* list_cmd = models_cmd->add_subcommand("list", "print the names /v1/models serves");
-  bool as_json = false;
-  list_cmd->add_flag("--json", as_json, "print the /v1/models JSON");
+  auto* list_cmd = models_cmd->add_subcommand("list", "the names /v1/models serves: ID, BACKEND, INSTALLED, ACTIVE");
+  ModelsListCommand list;
+  list_cmd->add_flag("--json", list.json, "a JSON array for scripts instead of the table");
+  list_cmd->add_option("--url", list.url,
+                       "the running proxy asked for ACTIVE (default http://CHAT_PROXY_HOST:CHAT_PROXY_PORT)");
   models_cmd->require_subcommand(1);
   AdminCommand admin;
   auto* activate_cmd = cli.add_subcommand("activate-model", "make a model hold the GPU on a running proxy");
@@ -158,7 +148,7 @@ int main(int argc, char** argv) {
       for (const auto& v : unknown) std::cerr << "warning: " << unknown_variable_text(v) << "\n";
       return 0;
     }
-    if (list_cmd->parsed()) return print_models(cfg, as_json);
+    if (list_cmd->parsed()) return run_models_list(cfg, list);
     if (activate_cmd->parsed()) {
       if (!stop && admin.model.empty()) {
         std::cerr << "imageworks-chat-proxy: activate-model needs a NAME (or --stop)\n";

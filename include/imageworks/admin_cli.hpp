@@ -1,8 +1,13 @@
 #pragma once
-// The CLI's GPU commands (§12), talking to a running proxy's admin routes:
-//   activate-model NAME | activate-model --stop | current-model
-// The proxy is found through --url, else CHAT_PROXY_HOST / CHAT_PROXY_PORT.
+// The CLI's commands besides serve and config (§12):
+//   models list [--json]                       the registry as /v1/models names it, from disk
+//   activate-model NAME | activate-model --stop | current-model   through a running proxy
+// A running proxy is found through --url, else CHAT_PROXY_HOST / CHAT_PROXY_PORT.
+#include <chrono>
+#include <optional>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "imageworks/config.hpp"
 
@@ -18,7 +23,29 @@ struct AdminCommand {
 // proxy refused (the error it gave), 3 the proxy could not be reached.
 int run_admin_command(const ProxyConfig& cfg, const AdminCommand& cmd);
 
+struct ModelsListCommand {
+  bool json = false;  // a JSON array for scripts instead of the table
+  std::string url;    // the proxy asked for the ACTIVE column; "" = from the configuration
+};
+
+// Lists the registry's models (the names /v1/models serves, read from CHAT_PROXY_REGISTRY_DIR)
+// on stdout. ACTIVE comes from the running proxy's /v1/admin/state; when none answers within
+// a short timeout it is unknown ("-", null) and one stderr line says why. Returns 0.
+int run_models_list(const ProxyConfig& cfg, const ModelsListCommand& cmd);
+
 // "http://127.0.0.1:8100" from the configuration (a wildcard bind address means loopback).
 std::string proxy_url(const ProxyConfig& cfg);
+
+// The proxy the CLI talks to: `given` (--url) else proxy_url(cfg); a trailing "/" or "/v1"
+// is dropped, so the OpenAI base URL works too.
+std::string admin_base_url(const ProxyConfig& cfg, const std::string& given);
+
+// GET /v1/admin/state of the proxy at `base_url`: its JSON, or why there is none
+// ("cannot reach …", "HTTP 403: …").
+struct GpuStateReply {
+  std::optional<nlohmann::json> state;
+  std::string problem;
+};
+GpuStateReply fetch_gpu_state(const std::string& base_url, std::chrono::milliseconds timeout);
 
 }  // namespace imageworks

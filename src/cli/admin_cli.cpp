@@ -1,5 +1,6 @@
 #include "imageworks/admin_cli.hpp"
 
+#include <algorithm>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
@@ -56,10 +57,33 @@ std::string proxy_url(const ProxyConfig& cfg) {
   return "http://" + host + ":" + std::to_string(cfg.port);
 }
 
-int run_admin_command(const ProxyConfig& cfg, const AdminCommand& cmd) {
-  std::string url = cmd.url.empty() ? proxy_url(cfg) : cmd.url;
+std::string admin_base_url(const ProxyConfig& cfg, const std::string& given) {
+  std::string url = given.empty() ? proxy_url(cfg) : given;
   while (!url.empty() && url.back() == '/') url.pop_back();
   if (url.ends_with("/v1")) url.resize(url.size() - 3);
+  return url;
+}
+
+GpuStateReply fetch_gpu_state(const std::string& base_url, std::chrono::milliseconds timeout) {
+  Outcome o;
+  try {
+    o = call(base_url, http::verb::get, "/v1/admin/state", {}, timeout);
+  } catch (const SimpleHttpError& e) {
+    return {std::nullopt, std::string("cannot reach it: ") + e.what()};
+  }
+  if (o.status != 200) {
+    auto why = error_message(o);
+    if (!why.starts_with("HTTP ")) why = "HTTP " + std::to_string(o.status) + ": " + why;
+    std::replace_if(why.begin(), why.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
+    return {std::nullopt, "it answered " + why};
+  }
+  auto state = json::parse(o.body, nullptr, false);
+  if (!state.is_object()) return {std::nullopt, "its /v1/admin/state reply is not a JSON object"};
+  return {std::move(state), ""};
+}
+
+int run_admin_command(const ProxyConfig& cfg, const AdminCommand& cmd) {
+  const std::string url = admin_base_url(cfg, cmd.url);
   // Activation may include a switch: the start timeout plus the wait for running requests.
   const auto long_wait = std::chrono::seconds(cfg.vllm_start_timeout_s + cfg.vllm_stop_grace_s + 60) +
                          std::chrono::milliseconds(cfg.switch_wait_timeout_ms);
