@@ -9,6 +9,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "cli/help_text.hpp"
 #include "imageworks/admin_cli.hpp"
 #include "imageworks/app.hpp"
 #include "imageworks/autostart.hpp"
@@ -77,6 +78,47 @@ int serve(const ProxyConfig& cfg) {
   return 0;
 }
 
+// CHAT_PROXY_* variables no option reads (likely typos) and options accepted without effect:
+// said, never fatal.
+std::vector<std::string> setting_warnings(const EnvMap& env, const EnvMap& flags) {
+  std::vector<std::string> out;
+  for (const auto& v : unknown_variables(process_env_names())) out.push_back(unknown_variable_text(v));
+  for (const auto& o : settings_without_effect(env, flags)) out.push_back(without_effect_text(o));
+  return out;
+}
+
+// Every option: one flag, shown under its section in --help.
+struct ConfigFlags {
+  std::map<std::string, std::string> values;  // by variable
+  std::vector<std::pair<std::string, CLI::Option*>> options;
+
+  explicit ConfigFlags(CLI::App& cli) {
+    for (const auto& opt : config_options()) {
+      // The variable is the flag's name (the footer says so): only the default is added.
+      std::string help = opt.help;
+      if (!opt.default_value.empty()) help += " [default " + opt.default_value + "]";
+      auto* o = cli.add_option(opt.flag, values[opt.env], help);
+      o->option_text("VALUE");
+      o->group(opt.section);
+      options.emplace_back(opt.env, o);
+    }
+  }
+  EnvMap given() const {
+    EnvMap flags;
+    for (const auto& [env, o] : options)
+      if (o->count() > 0) flags[env] = values.at(env);
+    return flags;
+  }
+};
+
+CLI::App* add_command(CLI::App& parent, const std::string& name, const std::string& description,
+                      const std::string& path) {
+  auto* sub = parent.add_subcommand(name, description);
+  sub->footer(cli::help_footer(path));
+  sub->fallthrough();  // the settings' flags may follow the subcommand
+  return sub;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -88,35 +130,36 @@ int main(int argc, char** argv) {
       (args.empty() || (args.front() != "activate-model" && args.front() != "current-model")))
     args.insert(args.begin(), "models");
 
-  CLI::App cli{"imageworks-chat-proxy: one OpenAI-compatible /v1 for every model of a GPU workstation"};
-  EnvMap flags;
-  std::map<std::string, std::string> flag_values;
-  std::vector<CLI::Option*> flag_opts;
-  for (const auto& opt : config_options()) {
-    auto* o = cli.add_option(opt.flag, flag_values[opt.env], opt.help + " [env " + opt.env + "]");
-    o->option_text("VALUE");
-    flag_opts.push_back(o);
-  }
-  auto* serve_cmd = cli.add_subcommand("serve", "run the proxy (default)");
-  auto* config_cmd = cli.add_subcommand("config", "print the effective configuration as JSON");
-  auto* models_cmd = cli.add_subcommand("models", "inspect the model registry");
-  auto* list_cmd = models_cmd->add_subcommand("list", "the names /v1/models serves: ID, BACKEND, INSTALLED, ACTIVE");
+  CLI::App cli{"One OpenAI-compatible /v1 for every model of a GPU workstation: resolves the model\n"
+               "from the registry, normalises the request, relays it to the model's backend and\n"
+               "coordinates the GPU between vLLM and Ollama. Without a subcommand it serves.",
+               "imageworks-chat-proxy"};
+  cli.formatter(cli::help_formatter(40));  // before the subcommands: they share it
+  cli.footer(cli::help_footer(""));
+  ConfigFlags settings(cli);
+  add_command(cli, "serve", "Run the proxy (the default)", "serve");
+  auto* config_cmd = add_command(cli, "config", "Print the effective configuration as JSON and exit", "config");
+  auto* models_cmd =
+      add_command(cli, "models", "Inspect the model registry (also: imageworks-models)", "models");
+  auto* list_cmd = add_command(*models_cmd, "list", "The models /v1/models serves, with backend, installed, active",
+                               "models list");
   ModelsListCommand list;
-  list_cmd->add_flag("--json", list.json, "a JSON array for scripts instead of the table");
+  list_cmd->add_flag("--json", list.json, "A JSON array for scripts instead of the table");
   list_cmd->add_option("--url", list.url,
-                       "the running proxy asked for ACTIVE (default http://CHAT_PROXY_HOST:CHAT_PROXY_PORT)");
+                       "The running proxy asked for ACTIVE (default http://CHAT_PROXY_HOST:CHAT_PROXY_PORT)");
   models_cmd->require_subcommand(1);
   AdminCommand admin;
-  auto* activate_cmd = cli.add_subcommand("activate-model", "make a model hold the GPU on a running proxy");
-  activate_cmd->add_option("NAME", admin.model, "any name /v1/models accepts, or a logical name");
+  auto* activate_cmd =
+      add_command(cli, "activate-model", "Make a model hold the GPU on a running proxy", "activate-model");
+  activate_cmd->add_option("NAME", admin.model, "Any name /v1/models accepts, or a logical name");
   bool stop = false;
-  activate_cmd->add_flag("--stop", stop, "free the GPU instead (stop vLLM, unload Ollama)");
-  auto* current_cmd = cli.add_subcommand("current-model", "print the model holding the GPU (or none)");
-  auto* executor_cmd = cli.add_subcommand("vllm-executor", "serve /admin/* for a proxy in remote vLLM mode");
+  activate_cmd->add_flag("--stop", stop, "Free the GPU instead (stop vLLM, unload Ollama)");
+  auto* current_cmd = add_command(cli, "current-model", "Print the model holding the GPU on a running proxy, or none",
+                                  "current-model");
+  auto* executor_cmd =
+      add_command(cli, "vllm-executor", "Serve /admin/* for a proxy in remote vLLM mode", "vllm-executor");
   for (auto* sub : {activate_cmd, current_cmd})
-    sub->add_option("--url", admin.url, "the proxy (default http://CHAT_PROXY_HOST:CHAT_PROXY_PORT)");
-  for (auto* sub : {serve_cmd, config_cmd, models_cmd, list_cmd, activate_cmd, current_cmd, executor_cmd})
-    sub->fallthrough();
+    sub->add_option("--url", admin.url, "The proxy (default http://CHAT_PROXY_HOST:CHAT_PROXY_PORT)");
   cli.require_subcommand(0, 1);
 
   std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
@@ -125,14 +168,12 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return cli.exit(e);
   }
-  std::size_t i = 0;
-  for (const auto& opt : config_options()) {
-    if (flag_opts[i++]->count() > 0) flags[opt.env] = flag_values[opt.env];
-  }
+  const EnvMap flags = settings.given();
+  const EnvMap env = read_process_env();
 
   ProxyConfig cfg;
   try {
-    cfg = load_config(read_process_env(), flags);
+    cfg = load_config(env, flags);
   } catch (const ConfigError& e) {
     std::cerr << "imageworks-chat-proxy: invalid configuration: " << e.what() << "\n";
     return 2;
@@ -140,12 +181,10 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(cfg.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
 
-  // A CHAT_PROXY_* variable no option reads is most likely a typo: say so, do not fail.
-  const auto unknown = unknown_variables(process_env_names());
   try {
     if (config_cmd->parsed()) {
       std::cout << config_to_json(cfg).dump(2) << "\n";
-      for (const auto& v : unknown) std::cerr << "warning: " << unknown_variable_text(v) << "\n";
+      for (const auto& w : setting_warnings(env, flags)) std::cerr << "warning: " << w << "\n";
       return 0;
     }
     if (list_cmd->parsed()) return run_models_list(cfg, list);
@@ -159,7 +198,7 @@ int main(int argc, char** argv) {
     }
     if (current_cmd->parsed()) return run_admin_command(cfg, admin);
     if (executor_cmd->parsed()) return run_vllm_executor(cfg);
-    for (const auto& v : unknown) spdlog::warn("[config] {}", unknown_variable_text(v));
+    for (const auto& w : setting_warnings(env, flags)) spdlog::warn("[config] {}", w);
     return serve(cfg);
   } catch (const std::exception& e) {
     std::cerr << "imageworks-chat-proxy: " << e.what() << "\n";
