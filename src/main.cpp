@@ -168,8 +168,13 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return cli.exit(e);
   }
-  const EnvMap flags = settings.given();
+  EnvMap flags = settings.given();
   const EnvMap env = read_process_env();
+  // activate-model and current-model talk to a running proxy: they need its address and key,
+  // not the registry, which need not exist where the operator runs them (e.g. next to a
+  // systemd service whose registry path is set in its own environment file).
+  if ((activate_cmd->parsed() || current_cmd->parsed()) && !flags.contains("CHAT_PROXY_REGISTRY_DIR"))
+    flags["CHAT_PROXY_REGISTRY_DIR"] = std::filesystem::temp_directory_path().string();
 
   ProxyConfig cfg;
   try {

@@ -2,7 +2,8 @@
 // The CLI's commands besides serve and config (§12):
 //   models list [--json]                       the registry as /v1/models names it, from disk
 //   activate-model NAME | activate-model --stop | current-model   through a running proxy
-// A running proxy is found through --url, else CHAT_PROXY_HOST / CHAT_PROXY_PORT.
+// A running proxy is found through --url, else CHAT_PROXY_HOST / CHAT_PROXY_PORT; with API
+// keys configured (CHAT_PROXY_API_KEYS / _FILE) the first one is sent as a bearer token.
 #include <chrono>
 #include <optional>
 #include <string>
@@ -46,6 +47,11 @@ struct GpuStateReply {
   std::optional<nlohmann::json> state;
   std::string problem;
 };
-GpuStateReply fetch_gpu_state(const std::string& base_url, std::chrono::milliseconds timeout);
+GpuStateReply fetch_gpu_state(const std::string& base_url, const std::string& authorization,
+                              std::chrono::milliseconds timeout);
+
+// What the CLI sends as Authorization to a proxy with API keys: "Bearer <the first key of
+// CHAT_PROXY_API_KEYS / _FILE>" (the same settings the daemon reads), "" when none is set.
+std::string cli_authorization(const ProxyConfig& cfg);
 
 }  // namespace imageworks

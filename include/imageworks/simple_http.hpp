@@ -23,8 +23,10 @@ struct SimpleHttpError : std::runtime_error {
   bool timed_out;
 };
 
-// `base_url` is "http://host:port" (a path prefix is kept); `target` starts with '/'.
+// `base_url` is "http://host:port" (a path prefix is kept); `target` starts with '/';
+// `authorization` (e.g. "Bearer KEY") is sent when not empty.
 Task<SimpleReply> simple_http(std::string_view base_url, http::verb method, std::string_view target,
-                              std::string body, std::chrono::milliseconds timeout);
+                              std::string body, std::chrono::milliseconds timeout,
+                              std::string authorization = {});
 
 }  // namespace imageworks

@@ -20,10 +20,11 @@ struct Outcome {
 };
 
 // One blocking call through the same client the daemon uses, on a private loop.
-Outcome call(const std::string& url, http::verb method, const std::string& target, std::string body,
-             std::chrono::milliseconds timeout) {
+Outcome call(const std::string& url, const std::string& authorization, http::verb method, const std::string& target,
+             std::string body, std::chrono::milliseconds timeout) {
   asio::io_context ioc;
-  auto fut = asio::co_spawn(ioc, simple_http(url, method, target, std::move(body), timeout), asio::use_future);
+  auto fut = asio::co_spawn(ioc, simple_http(url, method, target, std::move(body), timeout, authorization),
+                            asio::use_future);
   ioc.run();
   auto r = fut.get();  // rethrows SimpleHttpError
   return {r.status, std::move(r.body)};
@@ -64,10 +65,15 @@ std::string admin_base_url(const ProxyConfig& cfg, const std::string& given) {
   return url;
 }
 
-GpuStateReply fetch_gpu_state(const std::string& base_url, std::chrono::milliseconds timeout) {
+std::string cli_authorization(const ProxyConfig& cfg) {
+  return cfg.api_keys.empty() ? std::string() : "Bearer " + cfg.api_keys.front();
+}
+
+GpuStateReply fetch_gpu_state(const std::string& base_url, const std::string& authorization,
+                              std::chrono::milliseconds timeout) {
   Outcome o;
   try {
-    o = call(base_url, http::verb::get, "/v1/admin/state", {}, timeout);
+    o = call(base_url, authorization, http::verb::get, "/v1/admin/state", {}, timeout);
   } catch (const SimpleHttpError& e) {
     return {std::nullopt, std::string("cannot reach it: ") + e.what()};
   }
@@ -84,6 +90,7 @@ GpuStateReply fetch_gpu_state(const std::string& base_url, std::chrono::millisec
 
 int run_admin_command(const ProxyConfig& cfg, const AdminCommand& cmd) {
   const std::string url = admin_base_url(cfg, cmd.url);
+  const std::string auth = cli_authorization(cfg);
   // Activation may include a switch: the start timeout plus the wait for running requests.
   const auto long_wait = std::chrono::seconds(cfg.vllm_start_timeout_s + cfg.vllm_stop_grace_s + 60) +
                          std::chrono::milliseconds(cfg.switch_wait_timeout_ms);
@@ -92,13 +99,13 @@ int run_admin_command(const ProxyConfig& cfg, const AdminCommand& cmd) {
     if (cmd.kind == AdminCommand::Kind::activate) {
       json body = json::object();
       body["model"] = cmd.model;
-      o = call(url, http::verb::post, "/v1/admin/activate", body.dump(),
+      o = call(url, auth, http::verb::post, "/v1/admin/activate", body.dump(),
                std::chrono::duration_cast<std::chrono::milliseconds>(long_wait));
     } else if (cmd.kind == AdminCommand::Kind::stop) {
-      o = call(url, http::verb::post, "/v1/admin/deactivate", "{}",
+      o = call(url, auth, http::verb::post, "/v1/admin/deactivate", "{}",
                std::chrono::duration_cast<std::chrono::milliseconds>(long_wait));
     } else {
-      o = call(url, http::verb::get, "/v1/admin/state", {}, std::chrono::seconds(10));
+      o = call(url, auth, http::verb::get, "/v1/admin/state", {}, std::chrono::seconds(10));
     }
   } catch (const SimpleHttpError& e) {
     std::cerr << "imageworks-chat-proxy: cannot reach the proxy at " << url << ": " << e.what()

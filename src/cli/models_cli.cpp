@@ -16,7 +16,7 @@ constexpr std::chrono::milliseconds kStateTimeout{2000};
 
 cli::GpuHolder ask_running_proxy(const ProxyConfig& cfg, const std::string& given_url) {
   const auto url = admin_base_url(cfg, given_url);
-  auto reply = fetch_gpu_state(url, kStateTimeout);
+  auto reply = fetch_gpu_state(url, cli_authorization(cfg), kStateTimeout);
   if (reply.state) return cli::gpu_holder_from_state(*reply.state);
   std::cerr << "note: ACTIVE is unknown (-): asked the proxy at " << url << " for the GPU holder, "
             << reply.problem << " (give its address with --url or CHAT_PROXY_HOST/CHAT_PROXY_PORT)\n";

@@ -34,7 +34,7 @@ Parsed parse(std::string_view url) {
 }  // namespace
 
 Task<SimpleReply> simple_http(std::string_view base_url, http::verb method, std::string_view target,
-                              std::string body, std::chrono::milliseconds timeout) {
+                              std::string body, std::chrono::milliseconds timeout, std::string authorization) {
   const Parsed p = parse(base_url);
   const std::string where = std::string(base_url) + std::string(target);
   const Executor ex = co_await asio::this_coro::executor;
@@ -52,6 +52,7 @@ Task<SimpleReply> simple_http(std::string_view base_url, http::verb method, std:
   req.set(http::field::host, p.host + ":" + p.port);
   req.set(http::field::user_agent, "imageworks-chat-proxy");
   req.keep_alive(false);
+  if (!authorization.empty()) req.set(http::field::authorization, authorization);
   if (method == http::verb::post || !body.empty()) {
     req.set(http::field::content_type, "application/json");
     req.body() = std::move(body);

@@ -214,6 +214,33 @@ TEST(E2eGpuLifecycle, CliActivatesStopsAndReportsTheModel) {
   EXPECT_NE(down.err.find("cannot reach the proxy"), std::string::npos) << down.err;
 }
 
+// With API keys the admin commands send the configured key (the settings the daemon reads,
+// as in `docker exec imageworks-chat-proxy …`); they need no registry where they run.
+TEST(E2eGpuLifecycle, CliSendsTheConfiguredKeyAndNeedsNoRegistry) {
+  GpuRig rig({{"vllm-a", {}}}, {{"CHAT_PROXY_API_KEYS", "k-one,k-two"}});
+  std::map<std::string, std::string> env{{"CHAT_PROXY_PORT", std::to_string(rig.port())},
+                                         {"CHAT_PROXY_REGISTRY_DIR", ""}};  // cwd has no configs/
+  auto no_key = run_proxy_command({"current-model"}, env);
+  EXPECT_EQ(no_key.exit_code, 1) << no_key.err;
+  EXPECT_NE(no_key.err.find("API key"), std::string::npos) << no_key.err;
+  env["CHAT_PROXY_API_KEYS"] = "k-one";
+  auto act = run_proxy_command({"activate-model", "vllm-a"}, env);
+  EXPECT_EQ(act.exit_code, 0) << act.err;
+  EXPECT_EQ(run_proxy_command({"current-model"}, env).out, "vllm-a\n");
+  env["CHAT_PROXY_API_KEYS"] = "wrong";
+  EXPECT_EQ(run_proxy_command({"activate-model", "--stop"}, env).exit_code, 1);
+  env.erase("CHAT_PROXY_API_KEYS");
+  env["CHAT_PROXY_API_KEYS_FILE"] = (rig.dir.path() / "keys").string();
+  rig.dir.write("keys", "k-two\n");
+  auto stop = run_proxy_command({"activate-model", "--stop"}, env);
+  EXPECT_EQ(stop.exit_code, 0) << stop.err;
+  // models list asks the running proxy for ACTIVE with the key too (registry given here).
+  env["CHAT_PROXY_REGISTRY_DIR"] = rig.env.at("CHAT_PROXY_REGISTRY_DIR");
+  auto list = run_proxy_command({"models", "list", "--json"}, env);
+  EXPECT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_EQ(list.err.find("ACTIVE is unknown"), std::string::npos) << list.err;
+}
+
 // Remote mode: the proxy drives `vllm-executor` (another process) through /admin/*.
 TEST(E2eGpuLifecycle, RemoteModeThroughTheVllmExecutor) {
   GpuRig rig;
