@@ -9,6 +9,7 @@
 #include <fstream>
 #include <future>
 #include <set>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -28,6 +29,18 @@ json get_json(unsigned short port, const std::string& path,
   auto r = http_call(port, "GET", path, {}, headers);
   EXPECT_EQ(r.status, 200) << path << ": " << r.body;
   return json::parse(r.body, nullptr, false);
+}
+
+// /v1/status once the metrics window counts n requests: an exchange is recorded just after
+// its last byte went out, so its record may trail what the client has read (bounded wait).
+json status_after_requests(unsigned short port, int n) {
+  json s;
+  for (int attempt = 0; attempt < 250; ++attempt) {
+    s = get_json(port, "/v1/status");
+    if (s["metrics"]["requests"] == n) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  return s;
 }
 
 // The listed id of every model, by logical name, as /v1/models reports them (decorated view).
@@ -151,7 +164,7 @@ TEST(E2eStatus, JsonShowsHolderQueueSwitchesModelsTrafficAndRegistry) {
   // After A's stream ends the switch happens once; the status shows B and the history.
   EXPECT_TRUE(stream_completed(on_a.rest()));
   EXPECT_TRUE(stream_completed(for_b.rest()));
-  s = get_json(rig.port(), "/v1/status");
+  s = status_after_requests(rig.port(), 3);
   EXPECT_EQ(s["gpu"]["holder"]["logical_name"], "vllm-b");
   EXPECT_TRUE(s["gpu"]["queue"].empty());
   ASSERT_EQ(s["gpu"]["last_switches"].size(), 2u);
@@ -167,7 +180,7 @@ TEST(E2eStatus, PageRendersInChromiumAndFollowsASwitch) {
   GpuRig rig({{"vllm-a", {}}, {"vllm-b", {}}}, {{"CHAT_PROXY_ENABLE_METRICS", "1"}});
   ASSERT_EQ(rig.chat("vllm-a").status, 200);
   ASSERT_EQ(rig.chat("vllm-a").status, 200);
-  auto status = get_json(rig.port(), "/v1/status");
+  auto status = status_after_requests(rig.port(), 2);
   auto ids = listed_ids(status);
   std::set<std::string> listed;
   for (const auto& m : status["models"]) listed.insert(m["id"].get<std::string>());
