@@ -13,6 +13,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "imageworks/private_files.hpp"
 #include "imageworks/process.hpp"
 #include "imageworks/simple_http.hpp"
 #include "imageworks/time_format.hpp"
@@ -334,6 +335,12 @@ class LocalVllm final : public VllmControl {
   }
 
   std::optional<nlohmann::json> read_state_file() {
+    // It names a process group this manager would adopt and later signal: only a file no
+    // other user could have written is believed.
+    if (auto problem = untrusted_file_problem(state_path_)) {
+      spdlog::error("[vllm-manager] not adopting from {}: {}", state_path_.string(), *problem);
+      return std::nullopt;
+    }
     std::ifstream in(state_path_);
     if (!in) return std::nullopt;
     auto j = nlohmann::json::parse(in, nullptr, false);
@@ -345,23 +352,12 @@ class LocalVllm final : public VllmControl {
     return j;
   }
 
-  // Written whole to a temporary file, then renamed over the old one: a reader (or a proxy
-  // that crashed mid-write) never sees half a file.
+  // Written whole to a temporary file (owner-only, in an owner-only directory when this
+  // creates it), then renamed over the old one: a reader (or a proxy that crashed mid-write)
+  // never sees half a file.
   void write_state_file() {
-    std::error_code ec;
-    if (state_path_.has_parent_path()) fs::create_directories(state_path_.parent_path(), ec);
-    const fs::path tmp = state_path_.string() + ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::trunc);
-      out << state_json(st_, start_ticks_);
-      out.flush();
-      if (!out) {
-        spdlog::error("[vllm-manager] cannot write {}", tmp.string());
-        return;
-      }
-    }
-    fs::rename(tmp, state_path_, ec);
-    if (ec) spdlog::error("[vllm-manager] cannot replace {}: {}", state_path_.string(), ec.message());
+    if (auto e = write_private_file(state_path_, state_json(st_, start_ticks_)))
+      spdlog::error("[vllm-manager] cannot write the state file: {}", *e);
   }
 
   void remove_state_file() {

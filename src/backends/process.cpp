@@ -2,6 +2,7 @@
 // and glibc's closefrom action keeps the proxy's sockets (the listener above all) out of the
 // child, so a vLLM server that outlives the proxy does not hold its port.
 #include "imageworks/process.hpp"
+#include "imageworks/private_files.hpp"
 
 #include <cerrno>
 #include <csignal>
@@ -47,11 +48,11 @@ struct SpawnSetup {
 
 pid_t spawn_in_own_group(const std::vector<std::string>& argv, const std::filesystem::path& log_path) {
   if (argv.empty() || argv.front().empty()) throw std::runtime_error("empty command");
-  std::error_code ec;
-  if (log_path.has_parent_path()) std::filesystem::create_directories(log_path.parent_path(), ec);
+  // Owner-only: the log directory usually sits next to the vLLM state file (_staging/logs).
+  if (log_path.has_parent_path()) (void)create_private_dirs(log_path.parent_path());
   SpawnSetup s;
   posix_spawn_file_actions_addopen(&s.actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&s.actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_addopen(&s.actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0640);
   posix_spawn_file_actions_adddup2(&s.actions, 1, 2);
   posix_spawn_file_actions_addclosefrom_np(&s.actions, 3);
   sigset_t none, defaults;

@@ -43,14 +43,24 @@ std::string canonical_path(std::string_view target) {
 
 namespace {
 
+// Compares in time that depends only on the configured key's length, never on where the
+// given one first differs (no byte-by-byte guessing from response times).
+bool same_key(std::string_view given, std::string_view key) {
+  unsigned char diff = given.size() == key.size() ? 0 : 1;
+  for (std::size_t i = 0; i < key.size(); ++i)
+    diff |= static_cast<unsigned char>(key[i]) ^ static_cast<unsigned char>(i < given.size() ? given[i] : 0);
+  return diff == 0;
+}
+
 bool authorized(const App& app, const Exchange& ex) {
   if (app.cfg.api_keys.empty()) return true;
   auto auth = ex.request()[http::field::authorization];
   constexpr std::string_view bearer = "Bearer ";
   if (auth.size() <= bearer.size() || !auth.starts_with(bearer)) return false;
   auto key = auth.substr(bearer.size());
-  return std::any_of(app.cfg.api_keys.begin(), app.cfg.api_keys.end(),
-                     [&](const std::string& k) { return k == key; });
+  bool ok = false;
+  for (const auto& k : app.cfg.api_keys) ok |= same_key(key, k);  // every key: no early exit
+  return ok;
 }
 
 void require_admin_client(const App& app, const Exchange& ex) {

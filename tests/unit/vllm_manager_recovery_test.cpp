@@ -2,6 +2,7 @@
 // it was ready, a proxy restart that adopts the running server, a state file naming a dead
 // (or reused) pid, a switch between two models on the one port.
 #include <spawn.h>
+#include <sys/stat.h>
 
 #include "unit/vllm_manager_rig.hpp"
 
@@ -234,6 +235,43 @@ TEST_F(VllmManagerRecovery, SwitchStopsTheOldServerBeforeTheNewOneStarts) {
   ASSERT_TRUE(state);
   EXPECT_EQ(state->value("logical_name", ""), "beta");
   EXPECT_EQ(state->value("pid", 0), st.pid);
+}
+
+// The state file names a process group the manager adopts and later signals: it and the
+// directories the manager creates for it are owner-only, and a file other users could have
+// written is not believed (the server it names is left alone).
+TEST_F(VllmManagerRecovery, StateFileIsOwnerOnlyAndAWritableByOthersOneIsNotAdopted) {
+  pid_t pid = 0;
+  {
+    auto& first = manager();
+    auto up = first.activate(entry("alpha", "alpha-served"));
+    ASSERT_TRUE(settles(up));
+    up.get();
+    pid = first.status().pid;
+  }
+  auto mode = [](const std::filesystem::path& p) {
+    struct stat st {};
+    EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
+    return st.st_mode & 07777;
+  };
+  EXPECT_EQ(mode(state_path()), 0600u);
+  EXPECT_EQ(mode(state_path().parent_path()), 0700u) << "the manager created it";
+  EXPECT_EQ(mode(log_path("alpha").parent_path()), 0700u);
+  EXPECT_FALSE(std::filesystem::exists(state_path().string() + ".tmp"));
+  managers.clear();  // the proxy "crashes"; the server keeps running
+  ASSERT_TRUE(process_alive(pid));
+
+  ASSERT_EQ(::chmod(state_path().c_str(), 0666), 0);
+  auto& second = manager();
+  auto recovered = second.recover();
+  ASSERT_TRUE(settles(recovered));
+  recovered.get();
+  EXPECT_EQ(second.status().state, BackendState::stopped);
+  EXPECT_FALSE(second.status().adopted);
+  auto down = second.deactivate();  // must not signal what it did not adopt
+  ASSERT_TRUE(settles(down));
+  down.get();
+  EXPECT_TRUE(process_alive(pid));
 }
 
 }  // namespace
