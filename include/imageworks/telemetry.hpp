@@ -77,6 +77,7 @@ class Metrics {
   struct Gauges {
     std::int64_t switch_queue_depth = 0;
     std::uint64_t log_dropped = 0;
+    std::uint64_t fd_exhaustion = 0;  // accept/connect failures for want of descriptors
   };
   std::string prometheus(const Gauges& g) const;  // text exposition format 0.0.4
   nlohmann::json json(const Gauges& g) const;     // the /v1/metrics document

@@ -1,4 +1,5 @@
 #include "imageworks/server.hpp"
+#include "imageworks/fd_exhaustion.hpp"
 
 #include <csignal>
 #include <random>
@@ -153,15 +154,28 @@ Task<void> Server::drain() {
 }
 
 Task<void> Server::accept_loop() {
+  ReserveDescriptor reserve;  // answers a client 503 when no descriptor is left for it
+  asio::steady_timer backoff(acceptor_->get_executor());
+  auto pause = std::chrono::milliseconds(10);
   while (!stopping()) {
     auto& target = *contexts_[next_context_++ % contexts_.size()];
     beast::error_code ec;
     auto socket = co_await acceptor_->async_accept(target, asio::redirect_error(use_task, ec));
     if (ec) {
       if (stopping() || ec == asio::error::operation_aborted) break;
-      spdlog::warn("[server] accept failed: {}", ec.message());
+      if (is_resource_exhaustion(ec)) {
+        note_resource_exhaustion("accept", ec);
+        if (reserve.answer_one(acceptor_->native_handle())) continue;
+      } else {
+        spdlog::warn("[server] accept failed: {}", ec.message());
+      }
+      // Nothing taken off the queue: wait instead of spinning on the same error.
+      backoff.expires_after(pause);
+      co_await backoff.async_wait(asio::redirect_error(use_task, ec));
+      pause = std::min(pause * 2, std::chrono::milliseconds(1000));
       continue;
     }
+    pause = std::chrono::milliseconds(10);
     socket.set_option(tcp::no_delay(true), ec);
     // The session is made on its own thread: its socket joins that thread's deadline sweep.
     asio::co_spawn(target, run_session(std::move(socket)), asio::detached);

@@ -1,5 +1,6 @@
 // GET /v1/metrics (JSON over the rolling window) and GET /metrics (Prometheus text); the
 // router answers 404 for both unless CHAT_PROXY_ENABLE_METRICS=1.
+#include "imageworks/fd_exhaustion.hpp"
 #include "imageworks/gpu.hpp"
 #include "imageworks/recorder.hpp"
 #include "routes/routes.hpp"
@@ -12,6 +13,7 @@ Metrics::Gauges gauges(const App& app) {
   Metrics::Gauges g;
   if (app.gpu) g.switch_queue_depth = static_cast<std::int64_t>(app.gpu->state()->queue.size());
   g.log_dropped = app.recorder->log_dropped();
+  g.fd_exhaustion = resource_exhaustion_count();
   return g;
 }
 

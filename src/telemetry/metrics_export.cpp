@@ -203,6 +203,8 @@ std::string render_prometheus(const CumulativeView& v, const Metrics::Gauges& g)
   unlabelled(out, "imageworks_switch_queue_depth", "gauge", "Requests waiting for a model switch.", g.switch_queue_depth);
   unlabelled(out, "imageworks_log_dropped_total", "counter",
         "Request log lines dropped (queue full or a failed write).", g.log_dropped);
+  unlabelled(out, "imageworks_fd_exhaustion_total", "counter",
+        "Accepts and upstream connects that failed for want of file descriptors (answered 503).", g.fd_exhaustion);
   unlabelled(out, "imageworks_uptime_seconds", "gauge", "Seconds since the metrics started.", v.uptime_s);
   return out;
 }
@@ -219,6 +221,7 @@ nlohmann::json render_json(const WindowView& v, const Metrics::Gauges& g) {
   doc["active_streams"] = v.active_streams;
   doc["switch_queue_depth"] = g.switch_queue_depth;
   doc["log_dropped"] = g.log_dropped;
+  doc["fd_exhaustion"] = g.fd_exhaustion;
   doc["switches"] = switches_json(v.switches);
   return doc;
 }

@@ -6,6 +6,7 @@
 
 #include <openssl/ssl.h>
 
+#include "imageworks/fd_exhaustion.hpp"
 #include "imageworks/upstream.hpp"
 
 namespace imageworks {
@@ -29,6 +30,10 @@ bool still_usable(UpstreamConnection& c) {
 }
 
 ProxyError connect_error(const UpstreamTarget& t, const TimedSocket& s, const beast::error_code& ec) {
+  if (is_resource_exhaustion(ec)) {  // the proxy's own limit, not the backend's fault
+    note_resource_exhaustion("connect", ec);
+    return ProxyError(503, "err_backend_busy", std::string(kExhaustedMessage), {}, kExhaustedRetryAfterS);
+  }
   if (timed_out(s, ec))
     return ProxyError(504, "err_backend_timeout",
                       "backend " + t.pool_key + " did not accept a connection in time");
