@@ -24,50 +24,39 @@ json listed_id(const RegistrySnapshot& snap, std::string_view logical_name) {
   return nullptr;
 }
 
-json holder_json(const GpuState& s, const RegistrySnapshot& snap) {
-  json a = admin_state_json(s)["active"];
-  if (a.is_null()) return a;
+// The admin view of the holder, with its listed id and under the page's names.
+json holder_json(const json& active, const RegistrySnapshot& snap) {
+  if (active.is_null()) return active;
   json h = json::object();
-  h["logical_name"] = a["logical_name"];
-  h["listed_id"] = a["logical_name"].is_string() ? listed_id(snap, a["logical_name"].get<std::string>()) : json(nullptr);
-  h["backend"] = a["backend"];
-  h["served_model_id"] = a["served_model_id"];
-  h["state"] = a["state"];
-  h["since"] = a["started_at"];
-  h["pid"] = a["pid"];
-  h["port"] = a["port"];
+  h["logical_name"] = active["logical_name"];
+  h["listed_id"] =
+      active["logical_name"].is_string() ? listed_id(snap, active["logical_name"].get<std::string>()) : json(nullptr);
+  h["backend"] = active["backend"];
+  h["served_model_id"] = active["served_model_id"];
+  h["state"] = active["state"];
+  h["since"] = active["started_at"];
+  h["pid"] = active["pid"];
+  h["port"] = active["port"];
   return h;
 }
 
+// /v1/admin/state's document, with listed ids and how long each queued request has waited.
 json gpu_json(const GpuState& s, const RegistrySnapshot& snap, std::chrono::system_clock::time_point now) {
+  json admin = admin_state_json(s);
   json g = json::object();
-  g["holder"] = holder_json(s, snap);
-  g["holder_label"] = s.holder.label();
-  g["switching"] = s.switching ? json(s.switching_to) : json(nullptr);
-  g["in_flight"] = s.in_flight;
-  json queue = json::array();
-  for (const auto& q : s.queue) {
-    json j = json::object();
-    j["model"] = q.model;
-    j["listed_id"] = listed_id(snap, q.model);
-    j["target"] = q.target;
-    j["since"] = iso8601(q.since);
-    j["waited_s"] = std::max(0.0, std::round(std::chrono::duration<double>(now - q.since).count() * 10) / 10);
-    queue.push_back(std::move(j));
+  g["holder"] = holder_json(admin["active"], snap);
+  g["holder_label"] = std::move(admin["holder"]);
+  g["switching"] = std::move(admin["switching"]);
+  g["in_flight"] = std::move(admin["in_flight"]);
+  json& queue = admin["queue"];
+  for (std::size_t i = 0; i < queue.size() && i < s.queue.size(); ++i) {
+    queue[i]["listed_id"] = listed_id(snap, s.queue[i].model);
+    queue[i]["waited_s"] =
+        std::max(0.0, std::round(std::chrono::duration<double>(now - s.queue[i].since).count() * 10) / 10);
   }
   g["queue"] = std::move(queue);
-  json switches = json::array();
-  for (const auto& r : s.last_switches) {
-    json j = json::object();
-    j["from"] = r.from;
-    j["to"] = r.to;
-    j["duration_ms"] = static_cast<std::int64_t>(r.duration_ms);
-    j["at"] = iso8601(r.at);
-    j["result"] = r.result;
-    switches.push_back(std::move(j));
-  }
-  g["last_switches"] = std::move(switches);
-  g["switches_total"] = s.switches_total;
+  g["last_switches"] = std::move(admin["last_switches"]);
+  g["switches_total"] = std::move(admin["switches_total"]);
   return g;
 }
 

@@ -188,12 +188,8 @@ TEST(E2eCliModels, ImageworksModelsListJsonThroughTheSymlink) {
   std::string cmd = "CHAT_PROXY_REGISTRY_DIR='" + reg.dir.path().string() +
                     "' CHAT_PROXY_PORT=" + std::to_string(closed_loopback_port()) + " '" + link.string() +
                     "' list --json 2>/dev/null";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string out;
-  char buf[1024];
-  while (auto n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
-  EXPECT_EQ(pclose(pipe), 0);
+  auto [status, out] = run_shell(cmd);
+  EXPECT_EQ(status, 0);
   auto j = json::parse(out);
   ASSERT_TRUE(j.is_array()) << out;
   Strings ids;

@@ -391,11 +391,7 @@ TEST(E2eCli, ImageworksModelsSymlinkRunsTheModelsCommands) {
   std::filesystem::create_symlink(proxy_binary(), link);
   std::string cmd = "CHAT_PROXY_REGISTRY_DIR='" + reg.dir.path().string() + "' CHAT_PROXY_PORT=" +
                     std::to_string(closed_loopback_port()) + " '" + link.string() + "' list 2>/dev/null";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string out;
-  char buf[1024];
-  while (auto n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
-  EXPECT_EQ(pclose(pipe), 0);
+  auto [status, out] = run_shell(cmd);
+  EXPECT_EQ(status, 0);
   EXPECT_EQ(table_ids(out), (std::vector<std::string>{"Llama 12.2b (Q4 K M)", "gpt remote"})) << out;
 }

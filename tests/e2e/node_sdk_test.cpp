@@ -46,12 +46,7 @@ TEST(E2eNodeSdk, OfficialClientStreamsToolsAndErrors) {
   ProxyProcess proxy({{"CHAT_PROXY_REGISTRY_DIR", dir.path().string()}, {"CHAT_PROXY_REQUIRE_TEMPLATE", "0"}});
   std::string cmd = "cd '" + node_dir.string() + "' && PROXY_BASE_URL=http://127.0.0.1:" +
                     std::to_string(proxy.port()) + "/v1 node --test --test-reporter=spec sdk.test.mjs 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string output;
-  char buf[4096];
-  while (auto n = fread(buf, 1, sizeof buf, pipe)) output.append(buf, n);
-  int status = pclose(pipe);
+  auto [status, output] = run_shell(cmd);
   EXPECT_EQ(status, 0) << output << "\n--- proxy log ---\n" << proxy.stderr_text();
   EXPECT_NE(output.find("pass 9"), std::string::npos) << output;
 }

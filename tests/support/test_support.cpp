@@ -1,5 +1,6 @@
 #include "support/test_support.hpp"
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <random>
@@ -38,6 +39,16 @@ std::filesystem::path TempDir::write(const std::string& name, const std::string&
 std::filesystem::path source_dir() {
   const char* d = std::getenv("IMAGEWORKS_SOURCE_DIR");
   return d ? std::filesystem::path(d) : std::filesystem::path(IMAGEWORKS_SOURCE_DIR_DEFAULT);
+}
+
+ShellOutput run_shell(const std::string& command) {
+  ShellOutput r;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return r;
+  char buf[4096];
+  while (auto n = fread(buf, 1, sizeof buf, pipe)) r.out.append(buf, n);
+  r.exit_status = pclose(pipe);
+  return r;
 }
 
 }  // namespace imageworks::test

@@ -22,4 +22,11 @@ class TempDir {
 // The project's source directory (IMAGEWORKS_SOURCE_DIR), else the one this build came from.
 std::filesystem::path source_dir();
 
+// Runs `command` with /bin/sh and collects its stdout; exit_status is pclose's (0 = success).
+struct ShellOutput {
+  int exit_status = -1;
+  std::string out;
+};
+ShellOutput run_shell(const std::string& command);
+
 }  // namespace imageworks::test
