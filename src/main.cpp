@@ -39,6 +39,8 @@ ServerOptions server_options(const ProxyConfig& cfg) {
 
 int serve(const ProxyConfig& cfg) {
   App app(cfg);
+  set_upstream_pool_limits(static_cast<std::size_t>(cfg.upstream_max_idle),
+                           std::chrono::milliseconds(cfg.upstream_idle_timeout_ms));
   // Before the server: it records every exchange, until the last one is torn down.
   RequestRecorder recorder(cfg);
   app.recorder = &recorder;

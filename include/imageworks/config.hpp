@@ -63,6 +63,8 @@ struct ProxyConfig {
   int stream_idle_timeout_ms = 60000;     // the backend's silence only, never a slow client's
   int client_write_timeout_ms = 60000;    // a client that accepts no bytes this long is cut off
   std::uint64_t max_sse_event_bytes = 16ull << 20;  // one upstream SSE event, buffered whole
+  int upstream_max_idle = 64;              // idle keep-alive connections per backend and event loop
+  int upstream_idle_timeout_ms = 60000;    // an idle upstream connection is closed after this
   int switch_wait_timeout_ms = 300000;
   bool disable_tool_normalization = false;
   // policy / normalisation

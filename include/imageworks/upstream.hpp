@@ -108,6 +108,9 @@ void drop_idle_connections(const std::string& pool_key);
 void release_connection(std::unique_ptr<UpstreamConnection> c);
 // Close this thread's idle connections; call before its io_context goes away.
 void clear_connection_pool();
+// At most `max_idle` idle connections per backend and thread (0 = no pooling); one idle for
+// `idle_timeout` is closed by its thread's deadline sweep. Call once at startup.
+void set_upstream_pool_limits(std::size_t max_idle, std::chrono::milliseconds idle_timeout);
 
 // The TLS client context every outgoing HTTPS connection uses: the system CA store
 // (SSL_CERT_FILE / SSL_CERT_DIR honoured, read once), peer verification on.

@@ -1,6 +1,8 @@
 // Upstream connections: connect (resolve, TCP, TLS) under a deadline, and a per-thread
 // keep-alive pool. Each event-loop thread has its own pool, so no locks are needed and a
 // pooled connection is always used on the io_context it belongs to.
+#include <atomic>
+#include <deque>
 #include <unordered_map>
 #include <vector>
 
@@ -13,10 +15,14 @@ namespace imageworks {
 
 namespace {
 
-constexpr std::size_t kMaxIdlePerTarget = 64;
 constexpr std::size_t kReadBufferBytes = 16 * 1024;
 
-using Pool = std::unordered_map<std::string, std::vector<std::unique_ptr<UpstreamConnection>>>;
+// CHAT_PROXY_UPSTREAM_MAX_IDLE / _IDLE_TIMEOUT_MS, set once at startup.
+std::atomic<std::size_t> g_max_idle{64};
+std::atomic<std::int64_t> g_idle_timeout_ms{60000};
+
+// Per backend: idle connections, oldest first (a connection is reused newest first).
+using Pool = std::unordered_map<std::string, std::deque<std::unique_ptr<UpstreamConnection>>>;
 Pool& thread_pool() {
   thread_local Pool pool;
   return pool;
@@ -73,6 +79,7 @@ Task<std::unique_ptr<UpstreamConnection>> acquire_connection(
     idle.pop_back();
     if (still_usable(*c)) {
       c->reused = true;
+      c->tcp().expires_never();  // its idle deadline no longer applies: the caller sets its own
       co_return c;
     }
   }
@@ -106,11 +113,20 @@ Task<std::unique_ptr<UpstreamConnection>> acquire_connection(
   co_return c;
 }
 
+void set_upstream_pool_limits(std::size_t max_idle, std::chrono::milliseconds idle_timeout) {
+  g_max_idle.store(max_idle, std::memory_order_relaxed);
+  g_idle_timeout_ms.store(idle_timeout.count(), std::memory_order_relaxed);
+}
+
 void release_connection(std::unique_ptr<UpstreamConnection> c) {
   if (!c || !c->tcp().socket().is_open()) return;
-  c->tcp().expires_never();
   auto& idle = thread_pool()[c->pool_key()];
-  if (idle.size() < kMaxIdlePerTarget) idle.push_back(std::move(c));
+  // The oldest ones the thread's deadline sweep has closed (idle too long) go first.
+  while (!idle.empty() && !idle.front()->tcp().socket().is_open()) idle.pop_front();
+  if (idle.size() >= g_max_idle.load(std::memory_order_relaxed)) return;  // closed as it goes
+  // Unused this long, the sweep closes it: its descriptor and the backend's slot are freed.
+  c->tcp().expires_after(std::chrono::milliseconds(g_idle_timeout_ms.load(std::memory_order_relaxed)));
+  idle.push_back(std::move(c));
 }
 
 void clear_connection_pool() { thread_pool().clear(); }

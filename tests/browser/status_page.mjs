@@ -22,8 +22,13 @@ if (!args.url || !args.out) {
 }
 const STEP_MS = 30000;
 const emit = (step, data) => console.log(JSON.stringify({ step, ...data }));
-const withTimeout = (p, ms, what) =>
-  Promise.race([p, new Promise((_, rej) => setTimeout(() => rej(new Error("timed out: " + what)), ms).unref())]);
+// The timer is cleared when `p` settles (not unref'd: with nothing else pending, Node would
+// exit 13 on an unsettled top-level await instead of reporting the timeout).
+function withTimeout(p, ms, what) {
+  let timer;
+  const expired = new Promise((_, rej) => { timer = setTimeout(() => rej(new Error("timed out: " + what)), ms); });
+  return Promise.race([p, expired]).finally(() => clearTimeout(timer));
+}
 
 const profile = mkdtempSync(join(tmpdir(), "imageworks-chromium-"));
 const browser = spawn(process.env.CHROMIUM || "chromium", [
@@ -164,8 +169,7 @@ try {
   await screenshot(join(args.out, "status-phone.png"));
   emit("phone", await evaluate(facts));
   emit("requests", { urls: requested, console_errors: consoleErrors });
-  await send("Browser.close", {}, null).catch(() => {});
-  cleanup();
+  cleanup();  // kills the browser: its answer to a Browser.close might never come
   process.exit(0);
 } catch (e) {
   console.error(String(e && e.stack || e));

@@ -166,6 +166,7 @@ class FakeHttpCore {
   mutable std::mutex mu;  // guards `disconnects` and the derived fake's recorded state
   mutable std::condition_variable cv;
   std::vector<Clock::time_point> disconnects;
+  std::size_t idle_closes = 0;  // keep-alive connections the client closed between requests (mu)
 
  protected:
   // The last step of the derived constructor: everything the io thread touches exists.
@@ -211,6 +212,11 @@ class FakeHttpCore {
       parser.header_limit(64u << 10);
       beast::error_code ec;
       co_await http::async_read(c->sock, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec == http::error::end_of_stream && !stopping) {  // the client closed a keep-alive connection
+        std::lock_guard lk(mu);
+        ++idle_closes;
+        cv.notify_all();
+      }
       if (ec || stopping) break;
       const Request req = parser.release();
       self().record(req);

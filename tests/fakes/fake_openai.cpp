@@ -80,6 +80,11 @@ std::optional<Clock::time_point> FakeOpenAI::wait_for_client_disconnect(
 std::size_t FakeOpenAI::client_disconnects() const { return impl_->client_disconnects(); }
 
 std::size_t FakeOpenAI::connections_accepted() const { return impl_->accepted.load(); }
+
+bool FakeOpenAI::wait_for_idle_closes(std::size_t n, std::chrono::milliseconds timeout) const {
+  std::unique_lock lk(impl_->mu);
+  return impl_->cv.wait_for(lk, timeout, [&] { return impl_->idle_closes >= n; });
+}
 std::size_t FakeOpenAI::frames_sent() const { return impl_->frames_written.load(); }
 
 void FakeOpenAI::release_chunk(int n) { impl_->release_chunk(n); }

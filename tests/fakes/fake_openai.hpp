@@ -86,6 +86,9 @@ class FakeOpenAI {
   std::size_t client_disconnects() const;
 
   std::size_t connections_accepted() const;
+  // True once the client has closed n keep-alive connections between requests (an idle
+  // pooled connection let go); false after `timeout`.
+  bool wait_for_idle_closes(std::size_t n, std::chrono::milliseconds timeout) const;
   // SSE frames started so far (all streams, [DONE] included); counted before each write, so
   // a client that has received frame N sees at least N.
   std::size_t frames_sent() const;
