@@ -5,6 +5,7 @@
 // parser wants more, so it cannot hand a relay each piece of a stream as it arrives; this
 // can, and it costs a request a few posts and handler allocations less.
 #include <algorithm>
+#include <string_view>
 
 #include "imageworks/asio.hpp"
 
@@ -25,7 +26,14 @@ bool parse_buffered(beast::flat_buffer& buffer, http::basic_parser<isRequest>& p
   parser.eager(until != ReadUntil::header);
   ec = {};
   bool progressed = false;
-  if (buffer.size() > 0 && !parser.is_done()) {
+  // Boost 1.74's parser asserts (debug builds abort) when it is handed fewer than 5 bytes
+  // after it has seen a chunked body's last-chunk line "0\r\n" without the end of the
+  // message (boostorg/beast pull 2861, fixed upstream in 2024): a client can send just that
+  // in two reads. The parser consumes nothing until "0\r\n\r\n" is whole and no rest of a
+  // chunked body is shorter, so holding back fewer than 5 such bytes changes nothing else.
+  const bool hold = parser.is_header_done() && parser.chunked() && buffer.size() < 5 &&
+                    std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size()).starts_with("0\r\n");
+  if (buffer.size() > 0 && !parser.is_done() && !hold) {
     const bool had_header = parser.is_header_done();
     const std::size_t used = parser.put(buffer.data(), ec);
     buffer.consume(used);
