@@ -110,7 +110,7 @@ std::vector<Outcome> serve(Wire wire, bool route_option) {
   Request req;
   for (int n = 0; n < kMaxRequests; ++n) {
     Outcome o;
-    RequestParser parser(req, kMaxHeaderFields);
+    RequestParser parser(req, kMaxHeaderFields, kMaxHeaderBytes);
     parser.header_limit(static_cast<std::uint32_t>(kMaxHeaderBytes));
     parser.body_limit(kMaxBodyBytes);
     beast::error_code ec = read(wire, buffer, parser, ReadUntil::header);

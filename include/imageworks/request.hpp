@@ -78,10 +78,13 @@ class Request {
 
 // Beast's HTTP/1 parser (limits, chunked bodies, keep-alive rules) filling a Request.
 // More than `max_fields` header fields fail the read with http::error::header_limit and
-// too_many_fields() set.
+// too_many_fields() set; a header (request line and fields) over `max_header_bytes` fails
+// it with header_limit. Beast's own header_limit (set here too) bounds only what one put()
+// sees: fields parsed by earlier puts no longer count, so a header sent in pieces could
+// grow to `max_fields` times the limit.
 class RequestParser : public http::basic_parser<true> {
  public:
-  RequestParser(Request& r, std::size_t max_fields);
+  RequestParser(Request& r, std::size_t max_fields, std::size_t max_header_bytes = 16 * 1024);
   bool too_many_fields() const { return too_many_fields_; }
 
  private:
@@ -97,8 +100,10 @@ class RequestParser : public http::basic_parser<true> {
   std::size_t on_chunk_body_impl(std::uint64_t remain, beast::string_view body, beast::error_code& ec) override;
   void on_finish_impl(beast::error_code&) override {}
 
+  bool count_header_bytes(std::size_t n, beast::error_code& ec);
+
   Request& r_;
-  std::size_t max_fields_;
+  std::size_t max_fields_, max_header_bytes_, header_bytes_ = 0;
   bool too_many_fields_ = false;
 };
 

@@ -1,3 +1,6 @@
+#include <algorithm>
+#include <cstdint>
+
 #include "imageworks/request.hpp"
 
 namespace imageworks {
@@ -38,13 +41,25 @@ Request::Span Request::store(std::string_view s) {
   return span;
 }
 
-RequestParser::RequestParser(Request& r, std::size_t max_fields) : r_(r), max_fields_(max_fields) {
+RequestParser::RequestParser(Request& r, std::size_t max_fields, std::size_t max_header_bytes)
+    : r_(r), max_fields_(max_fields), max_header_bytes_(max_header_bytes) {
+  header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(max_header_bytes, UINT32_MAX)));
   r_.clear();
   if (r_.text_.capacity() < 1024) r_.text_.reserve(1024);
 }
 
+// The header's bytes as sent, less optional whitespace around field values.
+bool RequestParser::count_header_bytes(std::size_t n, beast::error_code& ec) {
+  header_bytes_ += n;
+  if (header_bytes_ <= max_header_bytes_) return true;
+  ec = http::error::header_limit;
+  return false;
+}
+
 void RequestParser::on_request_impl(http::verb method, beast::string_view method_str, beast::string_view target,
-                                    int version, beast::error_code&) {
+                                    int version, beast::error_code& ec) {
+  // "<method> <target> HTTP/1.1\r\n"
+  if (!count_header_bytes(method_str.size() + target.size() + 12, ec)) return;
   r_.method_ = method;
   r_.method_text_ = r_.store(sv(method_str));
   r_.target_ = r_.store(sv(target));
@@ -58,6 +73,7 @@ void RequestParser::on_field_impl(http::field name, beast::string_view name_stri
     ec = http::error::header_limit;
     return;
   }
+  if (!count_header_bytes(name_string.size() + value.size() + 4, ec)) return;  // "<name>: <value>\r\n"
   auto n = r_.store(sv(name_string));
   auto v = r_.store(sv(value));
   r_.fields_.push_back({name, n, v});

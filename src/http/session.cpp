@@ -105,7 +105,7 @@ Task<void> Server::run_session(TimedSocket::socket_type socket) {
   bool first = true;
   try {
     while (!stopping()) {
-      RequestParser parser(req, opts_.max_header_fields);
+      RequestParser parser(req, opts_.max_header_fields, opts_.max_header_bytes);
       parser.header_limit(static_cast<std::uint32_t>(opts_.max_header_bytes));
       parser.body_limit(opts_.max_body_bytes);
       // One deadline covers the idle wait and the whole request: a client that sends half
