@@ -78,7 +78,12 @@ ScanResult scan_body(std::string_view route, const std::string& body) {
     // The scan accepted a JSON object: nlohmann (the tree the message rules build) agrees.
     const auto& bytes = fr.payload.bytes();
     FUZZ_CHECK(bytes == body);
-    auto j = nlohmann::json::parse(bytes, nullptr, false);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(bytes);
+    } catch (const nlohmann::json::out_of_range&) {
+      return r;  // a number beyond a double (1e999): relayed as sent, nlohmann cannot hold it
+    }
     FUZZ_CHECK(j.is_object());
     FUZZ_CHECK(j["model"].is_string() && j["model"].get<std::string>() == fr.requested_model);
     FUZZ_CHECK(fr.stream == (j.contains("stream") && j["stream"] == true));

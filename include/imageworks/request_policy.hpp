@@ -28,7 +28,7 @@ class RequestPayload {
   RequestPayload(std::string bytes, std::size_t model_offset, std::size_t model_length, bool has_stream_options);
 
   bool has_tree() const { return tree_.has_value(); }
-  PayloadTree& tree();  // parses the bytes on first use (they were validated by the scan)
+  PayloadTree& tree();  // parses the bytes on first use (validated by the scan); 400 for 1e999
   void set_model(std::string_view upstream_model);
   // Makes stream_options.include_usage true; false when the client had asked for it already.
   bool ask_for_usage();

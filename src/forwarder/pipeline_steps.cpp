@@ -34,7 +34,7 @@ ProxyError invalid_body(std::string_view body) {
     auto j = nlohmann::json::parse(body);
     if (!j.is_object()) return bad_request("request body must be a JSON object");
     why = "request body is not a JSON object the proxy can read (nesting too deep or a key repeated too often)";
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e999
     why += std::string(": ") + e.what();
   }
   return bad_request(why);

@@ -1,4 +1,5 @@
 // RequestPayload: splice edits while there is no tree, tree edits after (request_policy.hpp).
+#include "imageworks/errors.hpp"
 #include "imageworks/json_splice.hpp"
 #include "imageworks/request_policy.hpp"
 
@@ -10,7 +11,14 @@ RequestPayload::RequestPayload(std::string bytes, std::size_t model_offset, std:
       has_stream_options_(has_stream_options) {}
 
 PayloadTree& RequestPayload::tree() {
-  if (!tree_) tree_ = PayloadTree::parse(bytes_);  // validated by the parse step's scan
+  if (tree_) return *tree_;
+  // The parse step's scan validated the bytes, but JSON numbers have no range and nlohmann
+  // refuses one beyond a double's (1e999): that is the client's error, not ours.
+  try {
+    tree_ = PayloadTree::parse(bytes_);
+  } catch (const nlohmann::json::exception& e) {
+    throw ProxyError(400, "err_bad_request", std::string("request body cannot be read: ") + e.what());
+  }
   return *tree_;
 }
 

@@ -83,7 +83,7 @@ std::optional<json> parse_layer(std::string_view text, const std::string& file,
   json doc;
   try {
     doc = json::parse(text.begin(), text.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
     issues.push_back({file, "", "", "invalid JSON: " + parse_error_text(e.what())});
     return std::nullopt;
   }

@@ -5,10 +5,13 @@
 #include <boost/beast/_experimental/test/stream.hpp>
 
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "imageworks/forwarder.hpp"
 #include "imageworks/http_read.hpp"
+#include "imageworks/registry.hpp"
 #include "imageworks/request.hpp"
 #include "imageworks/upstream.hpp"
 
@@ -140,6 +143,41 @@ TEST(FuzzRegression, HeaderJustWithinTheLimitSentAFieldPerReadIsRead) {
   Request again;
   RequestParser q(again, 100, 16 * 1024);
   EXPECT_EQ(read_header_in_pieces(q, pieces), http::error::header_limit);
+}
+
+// request_normalize: nlohmann refuses a number beyond a double's range (1e999) with
+// out_of_range, not parse_error. A body the scan refused and nlohmann then threw that for
+// escaped the 400 path (a 500 "internal error"); so did a valid body with such a number
+// once a message rule built its tree. Both are the client's 400 now.
+int status_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const ProxyError& e) {
+    return e.status;
+  }
+  return 0;
+}
+
+TEST(FuzzRegression, InvalidBodyWithAnOverflowingNumberIs400) {
+  EXPECT_EQ(status_of([] { parse_forward_request("chat/completions", R"({"model":"m","messages":[{"role":999e99999;}]})"); }),
+            400);
+}
+
+TEST(FuzzRegression, TreeOfABodyWithAnOverflowingNumberIs400) {
+  ForwardRequest fr = parse_forward_request(
+      "chat/completions",
+      R"({"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":"http://h/a.png"}]}],"top_p":1e999})");
+  EXPECT_TRUE(fr.may_have_images);
+  EXPECT_EQ(status_of([&] { fr.payload.tree(); }), 400);
+}
+
+// registry: the same number in a layer file escaped parse_layer, so RegistryLoader::load threw
+// (startup failed; hot reload's loop ended). It is an issue of the file now.
+TEST(FuzzRegression, RegistryLayerWithAnOverflowingNumberIsAnIssue) {
+  std::vector<RegistryIssue> issues;
+  EXPECT_FALSE(parse_layer(R"([{"name":"a","backend":"vllm","context_length":1e999}])", "f.json", issues));
+  ASSERT_EQ(issues.size(), 1u);
+  EXPECT_EQ(issues[0].to_string(), "f.json: invalid JSON: number overflow parsing '1e999'");
 }
 
 }  // namespace
