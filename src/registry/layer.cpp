@@ -80,11 +80,23 @@ json endpoints_to_entries(const json& endpoints, const std::string& file,
 
 std::optional<json> parse_layer(std::string_view text, const std::string& file,
                                 std::vector<RegistryIssue>& issues) {
+  // nlohmann parses and frees iteratively but copies, compares and dumps recursively: a
+  // file nested many thousand levels deep would exhaust the stack when its entries are
+  // merged. Entries nest a few levels; the request scan allows 512 (json_splice.hpp).
+  constexpr int kMaxDepth = 512;
+  int depth = 0;
   json doc;
   try {
-    doc = json::parse(text.begin(), text.end());
+    doc = json::parse(text.begin(), text.end(), [&depth](int d, json::parse_event_t, json&) {
+      depth = std::max(depth, d);
+      return true;
+    });
   } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
     issues.push_back({file, "", "", "invalid JSON: " + parse_error_text(e.what())});
+    return std::nullopt;
+  }
+  if (depth > kMaxDepth) {
+    issues.push_back({file, "", "", "JSON nested deeper than " + std::to_string(kMaxDepth) + " levels"});
     return std::nullopt;
   }
   if (doc.is_array()) return doc;

@@ -180,5 +180,34 @@ TEST(FuzzRegression, RegistryLayerWithAnOverflowingNumberIsAnIssue) {
   EXPECT_EQ(issues[0].to_string(), "f.json: invalid JSON: number overflow parsing '1e999'");
 }
 
+std::string nested(std::string_view head, int depth, std::string_view tail) {
+  return std::string(head) + std::string(static_cast<std::size_t>(depth), '[') +
+         std::string(static_cast<std::size_t>(depth), ']') + std::string(tail);
+}
+
+// registry: a layer file nested 100 000 levels deep overflowed the stack when its entries were
+// merged (nlohmann copies recursively). Such a file is now an issue, like invalid JSON.
+std::vector<ModelEntry> load_layer(const std::string& text, std::vector<RegistryIssue>& issues) {
+  std::vector<LayerContent> layers;
+  if (auto entries = parse_layer(text, "model_registry.json", issues))
+    layers.push_back({"model_registry.json", std::move(*entries)});
+  return merge_layers(layers, issues);
+}
+
+TEST(FuzzRegression, RegistryLayerNestedTooDeepIsAnIssue) {
+  std::vector<RegistryIssue> issues;
+  EXPECT_TRUE(load_layer(nested(R"([{"name":"a","backend":"vllm","family":)", 100000, "}]"), issues).empty());
+  ASSERT_EQ(issues.size(), 1u);
+  EXPECT_EQ(issues[0].to_string(), "model_registry.json: JSON nested deeper than 512 levels");
+}
+
+TEST(FuzzRegression, RegistryLayerNestedWithinTheLimitLoads) {
+  std::vector<RegistryIssue> issues;
+  auto entries = load_layer(nested(R"([{"name":"a","backend":"vllm","notes":)", 500, "}]"), issues);
+  EXPECT_TRUE(issues.empty()) << issues.front().to_string();
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].name, "a");
+}
+
 }  // namespace
 }  // namespace imageworks
