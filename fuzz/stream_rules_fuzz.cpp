@@ -1,12 +1,14 @@
 // Fuzz target stream_rules: an upstream SSE stream relayed as relay_stream does it — SseParser
 // at points the option byte seeds, each event through StreamRewriter with the chat-chunk
 // rules (StreamRules: legacy function_call, tool-call indices, arguments, reasoning) — and
-// the same payload as a whole reply through normalise_reply and the reply capture.
+// the same payload as a whole reply through normalise_reply and the reply capture, and as a
+// backend's error reply through upstream_error.
 //
 // Oracles: each event becomes whole frames ("data: …\n\n" or a comment); a JSON object in
 // becomes one JSON object out with the requested model; nothing follows the end of the
 // stream; wants()/reply_wants() have no false negatives (a text they pass over is one the
-// rules leave unchanged); a rewritten whole reply is JSON. SseTooLarge is the one rejection.
+// rules leave unchanged); a rewritten whole reply and our error body are JSON. SseTooLarge
+// is the one rejection.
 #include "forwarder/relay.hpp"
 #include "fuzz_input.hpp"
 #include "imageworks/json_splice.hpp"
@@ -101,5 +103,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   (void)reply_wants(in.payload);
   if (rewritten) FUZZ_CHECK(is_object(*rewritten) && first_invalid_utf8(*rewritten) == std::string_view::npos);
   if (capture) append_whole_reply(in.payload, reply);
+
+  // The payload as a backend's error reply (relay_whole, status >= 400): our error shape.
+  const ProxyError err = upstream_error(400 + in.options % 200, in.payload);
+  FUZZ_CHECK(err.status >= 400 && err.status <= 599);
+  FUZZ_CHECK(is_object(error_body(err)));
   return 0;
 }

@@ -134,7 +134,11 @@ void prepare_payload(ForwardRequest& fr, const ModelEntry& entry) {
 
 ProxyError upstream_error(int status, std::string_view body) {
   std::string message;
-  auto j = nlohmann::json::parse(body, nullptr, false);
+  // The splice validator first: it bounds nesting (512 levels), so dumping a hostile
+  // "detail" below cannot exhaust the stack (nlohmann's dump recurses).
+  std::optional<std::string_view> unused[1];
+  const bool object = find_top_level_values(body, {}, unused);
+  auto j = object ? nlohmann::json::parse(body, nullptr, false) : nlohmann::json();
   if (j.is_object()) {
     const nlohmann::json* src = &j;
     if (j.contains("error") && j["error"].is_object()) src = &j["error"];

@@ -209,5 +209,18 @@ TEST(FuzzRegression, RegistryLayerNestedWithinTheLimitLoads) {
   EXPECT_EQ(entries[0].name, "a");
 }
 
+// stream_rules: a backend's error reply {"detail": <nested 100 000 levels>} overflowed the
+// stack when upstream_error dumped the detail; it is now relayed as text, as non-JSON is.
+TEST(FuzzRegression, UpstreamErrorWithDeeplyNestedDetail) {
+  const std::string body = nested(R"({"detail":)", 100000, "}");
+  const ProxyError e = upstream_error(500, body);
+  EXPECT_EQ(e.status, 500);
+  EXPECT_EQ(e.code, "err_backend_error");
+  EXPECT_EQ(std::string(e.what()), body.substr(0, 2000));
+  // A detail of ordinary depth is still read (FastAPI's validation errors).
+  EXPECT_EQ(std::string(upstream_error(422, R"({"detail":[{"loc":["body"],"msg":"bad"}]})").what()),
+            R"([{"loc":["body"],"msg":"bad"}])");
+}
+
 }  // namespace
 }  // namespace imageworks
