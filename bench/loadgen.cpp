@@ -42,6 +42,7 @@ struct Options {
   double duration_s = 5;
   double rate = 0;  // requests per second; 0 = closed loop
   bool stream = false;
+  bool from_connect = false;  // closed loop: time a connection's request from before connect()
   int threads = 1;
   std::uint64_t max_requests = std::numeric_limits<std::uint64_t>::max();
 };
@@ -154,7 +155,7 @@ asio::awaitable<void> connection_loop(Plan& plan, Loop& loop) {
       }
     }
     const auto sent = Clock::now();
-    if (!rate_mode) due = sent;
+    if (!rate_mode && !plan.opts.from_connect) due = sent;
     co_await asio::async_write(s, asio::buffer(plan.request), asio::redirect_error(asio::use_awaitable, ec));
     Reply r;
     if (!ec) r = co_await read_reply(s, buf, body.get(), plan.opts.stream);
@@ -188,7 +189,8 @@ std::int64_t percentile_us(std::vector<std::int64_t>& v, double q) {
   std::fprintf(stderr,
                "usage: %s --url http://127.0.0.1:PORT/PATH (--body JSON | --body-file FILE)\n"
                "          [--connections C=16] [--duration S=5] [--rate R (0 = closed loop)]\n"
-               "          [--stream] [--header 'Name: value']... [--threads 1|2] [--requests N]\n",
+               "          [--stream] [--header 'Name: value']... [--threads 1|2] [--requests N]\n"
+               "          [--from-connect (closed loop: latency and ttfe include connecting)]\n",
                argv0);
   std::exit(2);
 }
@@ -225,6 +227,7 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--duration") o.duration_s = std::atof(value());
     else if (a == "--rate") o.rate = std::atof(value());
     else if (a == "--stream") o.stream = true;
+    else if (a == "--from-connect") o.from_connect = true;
     else if (a == "--header") o.headers.emplace_back(value());
     else if (a == "--threads") o.threads = std::clamp(std::atoi(value()), 1, 64);
     else if (a == "--requests") o.max_requests = std::strtoull(value(), nullptr, 10);
@@ -264,6 +267,9 @@ int main(int argc, char** argv) {
   }
   // Rate mode: a moment for the connections to open before the first scheduled request.
   plan.start = Clock::now() + (opts.rate > 0 ? std::chrono::milliseconds(20) : std::chrono::milliseconds(0));
+  // The wall clock at plan.start, for scripts that line this run up with their own samples.
+  const auto start_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+      (std::chrono::system_clock::now() + (plan.start - Clock::now())).time_since_epoch()).count();
   plan.deadline = plan.start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(opts.duration_s));
   for (int c = 0; c < opts.connections; ++c) {
     auto& loop = *loops[static_cast<std::size_t>(c % opts.threads)];
@@ -307,6 +313,7 @@ int main(int argc, char** argv) {
       "\"requests\":%zu,\"errors\":%llu,\"timed_out\":%s,\"duration_s\":%.3f,\"rps\":%.1f,"
       "\"p50_us\":%lld,\"p90_us\":%lld,\"p99_us\":%lld,\"max_us\":%lld,"
       "\"p50_send_us\":%lld,\"p99_send_us\":%lld,\"ttfe_p50_us\":%lld,\"ttfe_p99_us\":%lld,"
+      "\"ttfe_max_us\":%lld,\"start_unix_ms\":%lld,"
       "\"body_bytes_avg\":%.1f,\"cpu_s\":%.3f,\"latency_from\":\"%s\"}\n",
       opts.rate > 0 ? "rate" : "closed", opts.stream ? "true" : "false", opts.connections, opts.threads,
       opts.rate, n, static_cast<unsigned long long>(all.errors), timed_out ? "true" : "false", elapsed,
@@ -319,6 +326,7 @@ int main(int argc, char** argv) {
       static_cast<long long>(percentile_us(all.send_latency_ns, 0.99)),
       static_cast<long long>(percentile_us(all.ttfe_ns, 0.50)),
       static_cast<long long>(percentile_us(all.ttfe_ns, 0.99)),
+      static_cast<long long>(percentile_us(all.ttfe_ns, 1.0)), static_cast<long long>(start_unix_ms),
       n ? static_cast<double>(all.body_bytes) / static_cast<double>(n) : 0.0, cpu_s,
       opts.rate > 0 ? "scheduled" : "send");
   return all.errors == 0 && n > 0 ? 0 : 1;
