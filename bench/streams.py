@@ -173,7 +173,10 @@ class Bench:
                         "backend_config": {"base_url": f"http://127.0.0.1:{self.upstream_port}"}}], f)
         env = dict(os.environ, CHAT_PROXY_REGISTRY_DIR=reg, CHAT_PROXY_LOG_LEVEL="warn", CHAT_PROXY_REQUIRE_TEMPLATE="0",
                    CHAT_PROXY_THREADS="1", CHAT_PROXY_SHUTDOWN_GRACE_MS="1000", CHAT_PROXY_LOG_PATH="",
-                   CHAT_PROXY_ENABLE_METRICS="0")
+                   CHAT_PROXY_ENABLE_METRICS="0",
+                   # The relay at scale, like nginx: no per-backend request limit (its default
+                   # 256 in flight + 512 queued would answer most of the storm 429).
+                   CHAT_PROXY_BACKEND_MAX_CONCURRENT="0")
         pdir = os.path.join(self.tmp, "proxy")
         os.makedirs(pdir)
         p = self.spawn("proxy", [proxy_bin, "serve", "--port", "0", "--log-path", ""], 1, env=env, cwd=pdir)

@@ -13,6 +13,7 @@
 #include "imageworks/admin_cli.hpp"
 #include "imageworks/app.hpp"
 #include "imageworks/autostart.hpp"
+#include "imageworks/backend_gate.hpp"
 #include "imageworks/forwarder.hpp"
 #include "imageworks/gpu.hpp"
 #include "imageworks/recorder.hpp"
@@ -33,6 +34,8 @@ ServerOptions server_options(const ProxyConfig& cfg) {
   o.keepalive_timeout = std::chrono::milliseconds(cfg.keepalive_timeout_ms);
   o.write_timeout = std::chrono::milliseconds(cfg.client_write_timeout_ms);
   o.shutdown_grace = std::chrono::milliseconds(cfg.shutdown_grace_ms);
+  o.max_connections = cfg.max_connections > 0 ? static_cast<std::size_t>(cfg.max_connections)
+                                              : default_max_connections();
   o.on_thread_exit = [] { clear_connection_pool(); };
   return o;
 }
@@ -41,6 +44,8 @@ int serve(const ProxyConfig& cfg) {
   App app(cfg);
   set_upstream_pool_limits(static_cast<std::size_t>(cfg.upstream_max_idle),
                            std::chrono::milliseconds(cfg.upstream_idle_timeout_ms));
+  set_backend_limits({static_cast<std::size_t>(cfg.backend_max_concurrent),
+                      static_cast<std::size_t>(cfg.backend_max_queue)});
   // Before the server: it records every exchange, until the last one is torn down.
   RequestRecorder recorder(cfg);
   app.recorder = &recorder;

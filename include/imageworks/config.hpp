@@ -47,6 +47,7 @@ struct ProxyConfig {
   int request_timeout_ms = 30000;         // whole request head+body must arrive in this time
   int keepalive_timeout_ms = 60000;       // idle keep-alive connection closed after this
   int shutdown_grace_ms = 10000;          // in-flight requests get this long on SIGTERM
+  int max_connections = 0;                // open client connections; 0 = half the descriptor limit
   // registry and listing
   std::string registry_dir = "configs";
   std::string template_dir;               // default: <registry_dir>/chat_templates
@@ -65,6 +66,8 @@ struct ProxyConfig {
   std::uint64_t max_sse_event_bytes = 16ull << 20;  // one upstream SSE event, buffered whole
   int upstream_max_idle = 64;              // idle keep-alive connections per backend and event loop
   int upstream_idle_timeout_ms = 60000;    // an idle upstream connection is closed after this
+  int backend_max_concurrent = 256;        // upstream requests in flight per backend (0 = no limit)
+  int backend_max_queue = 512;             // requests waiting for one of them, per backend; 429 beyond
   int switch_wait_timeout_ms = 300000;
   bool disable_tool_normalization = false;
   // policy / normalisation

@@ -52,7 +52,9 @@ template <class AsyncReadStream, bool isRequest>
 Task<void> read_http(AsyncReadStream& stream, beast::flat_buffer& buffer,
                                 http::basic_parser<isRequest>& parser, ReadUntil until,
                                 beast::error_code& ec) {
-  constexpr std::size_t kMinRead = 4096, kMaxRead = 65536;
+  // Reads start small and double while they fill their room, up to kMaxRead: a connection's
+  // buffer grows to what its peer sends at once (a few hundred bytes for a trickling stream).
+  constexpr std::size_t kMinRead = 1024, kMaxRead = 65536;
   while (!parse_buffered(buffer, parser, until, ec)) {
     if (buffer.size() >= buffer.max_size()) {
       ec = http::error::buffer_overflow;
@@ -63,6 +65,8 @@ Task<void> read_http(AsyncReadStream& stream, beast::flat_buffer& buffer,
     const std::size_t n =
         co_await stream.async_read_some(buffer.prepare(room), asio::redirect_error(use_task, ec));
     buffer.commit(n);
+    if (n == room && buffer.capacity() < kMaxRead)
+      buffer.reserve(std::min({kMaxRead, 2 * buffer.capacity(), buffer.max_size()}));
     if (ec == asio::error::eof) {
       if (!parser.got_some()) {
         ec = http::error::end_of_stream;

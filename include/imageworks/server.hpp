@@ -29,6 +29,8 @@ struct ServerOptions {
   std::chrono::milliseconds keepalive_timeout{60000};
   std::chrono::milliseconds write_timeout{60000};  // longest a client may accept no bytes
   std::chrono::milliseconds shutdown_grace{10000};
+  // Open client connections at most (0 = no limit); one more is answered 503 and closed.
+  std::size_t max_connections = 0;
   // After the grace period, exchanges still open are ended (streams get an error event and
   // [DONE]); this bounds how long their last words may take before the loops stop.
   std::chrono::milliseconds abort_grace{2000};
@@ -74,6 +76,7 @@ class Server {
   Task<void> refuse(Stream& stream, SessionBuffers& buffers, const std::string& client, const Request& req,
                     int status, std::string_view code, std::string message);
   Task<void> drain();
+  void refuse_connection(TimedSocket::socket_type& socket);
   std::size_t open_sessions();
   void abort_open_exchanges();
   void begin_stop();
@@ -87,10 +90,14 @@ class Server {
   asio::signal_set signals_;
   std::atomic<bool> stopping_{false};
   std::size_t next_context_ = 0;
+  std::string refusal_;  // the over-the-limit 503, made on first use
   std::mutex sessions_mu_;
   std::set<std::shared_ptr<Session>> sessions_;
   std::function<void()> on_stop_;
 };
+
+// CHAT_PROXY_MAX_CONNECTIONS=0: half the open-file limit (two descriptors per relayed request).
+std::size_t default_max_connections();
 
 // A request id: the client's x-request-id when sane, else a fresh one.
 std::string make_request_id(std::string_view client_supplied);

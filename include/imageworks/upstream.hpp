@@ -46,7 +46,7 @@ class UpstreamConnection {
     return tls_ ? f(*tls_) : f(tcp_);
   }
   void close();
-  beast::flat_buffer buffer;  // reserved once; holds bytes read past a response
+  beast::flat_buffer buffer;  // grows with the reads (read_http); holds bytes read past a response
   bool reused = false;        // came from the pool (may have been closed by the peer)
   const std::string& pool_key() const { return key_; }
 

@@ -231,6 +231,9 @@ std::vector<Binding> build_bindings() {
       integer("request_timeout_ms", &C::request_timeout_ms, "Time for a request to arrive", 1),
       integer("keepalive_timeout_ms", &C::keepalive_timeout_ms, "Idle keep-alive timeout", 1),
       integer("shutdown_grace_ms", &C::shutdown_grace_ms, "Drain time on SIGTERM/SIGINT", 0),
+      integer("max_connections", &C::max_connections,
+              "Open client connections; more are answered 503 (0 = half the open-file limit, "
+              "two descriptors per relayed request)", 0),
   });
   add_section(all, "Registry and model list", {
       text("registry_dir", &C::registry_dir, "Model registry directory (must exist)", check_dir,
@@ -257,6 +260,10 @@ std::vector<Binding> build_bindings() {
               "Idle keep-alive connections kept per backend and event loop (0 = none)", 0, 100000),
       integer("upstream_idle_timeout_ms", &C::upstream_idle_timeout_ms,
               "An idle upstream connection is closed after this", 100),
+      integer("backend_max_concurrent", &C::backend_max_concurrent,
+              "Upstream requests in flight per backend; more wait in its queue (0 = no limit)", 0),
+      integer("backend_max_queue", &C::backend_max_queue,
+              "Requests waiting per backend for a free slot; more get 429 err_rate_limited", 0),
       integer("switch_wait_timeout_ms", &C::switch_wait_timeout_ms,
               "Wait for a model switch before 503", 1),
       boolean("disable_tool_normalization", &C::disable_tool_normalization,

@@ -6,6 +6,7 @@
 #include <array>
 
 #include "forwarder/relay.hpp"
+#include "imageworks/backend_gate.hpp"
 #include "imageworks/http_read.hpp"
 #include "imageworks/json_splice.hpp"
 #include "imageworks/sse.hpp"
@@ -16,7 +17,6 @@ using namespace std::string_view_literals;
 
 namespace {
 
-constexpr std::size_t kStreamReadBytes = 16 * 1024;
 constexpr std::uint64_t kMaxWholeReplyBytes = 256ull << 20;
 
 double ms_since(std::chrono::steady_clock::time_point t) {
@@ -79,15 +79,18 @@ void build_upstream_request_head(Exchange& ex, const ForwardRequest& fr, const B
 // answers with the abort's error instead of a transport error.
 struct ClientWatch {
   UpstreamConnection* conn = nullptr;
+  SlotWaitHandle slot_wait;  // waiting for one of the backend's request slots
   bool client_gone = false;
   static void on_gone(void* self) {
     auto* w = static_cast<ClientWatch*>(self);
     w->client_gone = true;
     if (w->conn) w->conn->close();
+    w->slot_wait.cancel_wait();
   }
   static void on_abort(void* self) {
     auto* w = static_cast<ClientWatch*>(self);
     if (w->conn) w->conn->close();
+    w->slot_wait.cancel_wait();
   }
 };
 
@@ -190,15 +193,16 @@ Task<void> relay_stream(Exchange& ex, const ForwardRequest& fr, const BackendRou
                                            std::unique_ptr<UpstreamConnection>& conn,
                                            UpstreamResponseParser& p, ClientWatch* watch,
                                            const RelaySettings& s) {
+  // Neither buffer is reserved: a trickling stream's reads and writes are a few hundred
+  // bytes, and 10 000 open streams must not hold two 16 KiB buffers each (bench/streams.py);
+  // a fast stream grows them in a few reads and keeps them for the stream.
   std::string got;  // the body bytes of one upstream read
-  got.reserve(kStreamReadBytes);
   p.body_to(&got);
   SseParser sse(s.max_event_bytes);
   std::optional<StreamRules> rules;
   if (fr.route == "chat/completions") rules.emplace(s.normalize_tools);
   StreamRewriter rw(fr.requested_model, fr.usage_added, std::move(rules));
   std::string out;
-  out.reserve(kStreamReadBytes);
   RequestRecord& rec = ex.record();  // TTFT, tokens and a mid-stream error go here
   std::optional<ProxyError> failure;
   auto on_event = [&](const SseEvent& ev) {
@@ -284,6 +288,19 @@ Task<void> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& rou
   ex.stream().watch_peer(&ClientWatch::on_gone, watch);
   ex.on_abort(&ClientWatch::on_abort, watch);
   WatchGuard guard{ex};
+
+  // One of the backend's request slots (CHAT_PROXY_BACKEND_MAX_CONCURRENT), held until the
+  // reply is relayed; queued in order while all are taken, 429 when the queue is full too.
+  BackendSlot slot;
+  if (backend_limits().max_concurrent > 0) {
+    bool cancelled = false;
+    slot = co_await acquire_backend_slot(route.target->pool_key, deadline, watch->slot_wait, cancelled);
+    if (watch->client_gone) {
+      ex.client_left();
+      co_return;
+    }
+    ex.throw_if_aborted();
+  }
 
   for (int attempt = 0;; ++attempt) {
     ex.throw_if_aborted();

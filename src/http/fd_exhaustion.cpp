@@ -45,7 +45,36 @@ void note_resource_exhaustion(std::string_view where, const beast::error_code& e
   g_logged_total = total;
 }
 
+void note_connection_limit(std::size_t limit) {
+  const auto total = g_total.fetch_add(1, std::memory_order_relaxed) + 1;
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lk(g_log_mu);
+  if (g_last_log != std::chrono::steady_clock::time_point{} && now - g_last_log < kLogEvery) return;
+  spdlog::warn("[server] {} client connections open (CHAT_PROXY_MAX_CONNECTIONS): refusing more with 503 "
+               "({} refusal(s) or descriptor shortage(s) since the last report)",
+               limit, total - g_logged_total);
+  g_last_log = now;
+  g_logged_total = total;
+}
+
 std::uint64_t resource_exhaustion_count() { return g_total.load(std::memory_order_relaxed); }
+
+std::string refusal_response(int status, std::string_view code, std::string_view message, int retry_after_s) {
+  const std::string body = error_body(status, code, std::string(message));
+  return "HTTP/1.1 " + std::to_string(status) + " " + std::string(http::obsolete_reason(static_cast<http::status>(status))) +
+         "\r\nServer: imageworks-chat-proxy\r\nContent-Type: application/json\r\nRetry-After: " +
+         std::to_string(retry_after_s) + "\r\nConnection: close\r\nContent-Length: " + std::to_string(body.size()) +
+         "\r\n\r\n" + body;
+}
+
+void answer_and_close(int fd, std::string_view response) {
+  (void)::send(fd, response.data(), response.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  ::shutdown(fd, SHUT_WR);
+  char sink[4096];  // bounded: a few non-blocking reads
+  for (int i = 0; i < 16 && ::recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; ++i) {
+  }
+  ::close(fd);
+}
 
 ReserveDescriptor::ReserveDescriptor() : fd_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
 
@@ -60,20 +89,9 @@ bool ReserveDescriptor::answer_one(int listen_fd) {
   }
   const int client = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
   if (client >= 0) {
-    static const std::string response = [] {
-      const std::string body = error_body(503, "err_backend_busy", kExhaustedMessage);
-      return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: " +
-             std::to_string(kExhaustedRetryAfterS) + "\r\nConnection: close\r\nContent-Length: " +
-             std::to_string(body.size()) + "\r\n\r\n" + body;
-    }();
-    (void)::send(client, response.data(), response.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    ::shutdown(client, SHUT_WR);
-    // Read what the client already sent, so closing does not reset the connection (a reset
-    // can discard the 503 before the client reads it). Bounded: a few reads, non-blocking.
-    char sink[4096];
-    for (int i = 0; i < 16 && ::recv(client, sink, sizeof sink, MSG_DONTWAIT) > 0; ++i) {
-    }
-    ::close(client);
+    static const std::string response =
+        refusal_response(503, "err_backend_busy", kExhaustedMessage, kExhaustedRetryAfterS);
+    answer_and_close(client, response);
   }
   fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   return client >= 0;

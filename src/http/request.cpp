@@ -45,7 +45,7 @@ RequestParser::RequestParser(Request& r, std::size_t max_fields, std::size_t max
     : r_(r), max_fields_(max_fields), max_header_bytes_(max_header_bytes) {
   header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(max_header_bytes, UINT32_MAX)));
   r_.clear();
-  if (r_.text_.capacity() < 1024) r_.text_.reserve(1024);
+  if (r_.text_.capacity() < 512) r_.text_.reserve(512);
 }
 
 // The header's bytes as sent, less optional whitespace around field values.

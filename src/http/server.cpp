@@ -4,6 +4,8 @@
 #include <csignal>
 #include <random>
 
+#include <sys/resource.h>
+
 #include <spdlog/spdlog.h>
 
 namespace imageworks {
@@ -153,6 +155,29 @@ Task<void> Server::drain() {
   for (auto& c : contexts_) c->stop();
 }
 
+std::size_t default_max_connections() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
+  // Two descriptors per relayed request (client and backend), less a few for the listener,
+  // log files, the registry watch and the backends' managers.
+  const auto fds = static_cast<std::size_t>(rl.rlim_cur);
+  return fds > 128 ? (fds - 64) / 2 : 32;
+}
+
+// Over CHAT_PROXY_MAX_CONNECTIONS: a clear 503 now, not a connection left waiting. Counted
+// and logged like running out of descriptors (rate-limited), which it prevents.
+void Server::refuse_connection(TimedSocket::socket_type& socket) {
+  if (refusal_.empty())
+    refusal_ = refusal_response(503, "err_backend_busy",
+                                "the proxy has CHAT_PROXY_MAX_CONNECTIONS (" +
+                                    std::to_string(opts_.max_connections) +
+                                    ") client connections open; retry shortly",
+                                kExhaustedRetryAfterS);
+  note_connection_limit(opts_.max_connections);
+  beast::error_code ec;
+  answer_and_close(socket.release(ec), refusal_);
+}
+
 Task<void> Server::accept_loop() {
   ReserveDescriptor reserve;  // answers a client 503 when no descriptor is left for it
   asio::steady_timer backoff(acceptor_->get_executor());
@@ -176,6 +201,10 @@ Task<void> Server::accept_loop() {
       continue;
     }
     pause = std::chrono::milliseconds(10);
+    if (opts_.max_connections > 0 && open_sessions() >= opts_.max_connections) {
+      refuse_connection(socket);
+      continue;
+    }
     socket.set_option(tcp::no_delay(true), ec);
     // The session is made on its own thread: its socket joins that thread's deadline sweep.
     asio::co_spawn(target, run_session(std::move(socket)), asio::detached);

@@ -9,6 +9,10 @@ namespace imageworks {
 
 namespace {
 
+// The read buffer a connection keeps between requests; one that grew past this (a large
+// body) is freed once the request is parsed.
+constexpr std::size_t kKeptReadBuffer = 4096;
+
 Task<void> reply_and_close(Stream& stream, int status, std::string_view code, std::string message,
                            std::string_view request_id, std::chrono::milliseconds timeout) {
   http::response<http::string_body> res{static_cast<http::status>(status), 11};
@@ -96,12 +100,12 @@ Task<void> Server::run_session(TimedSocket::socket_type socket) {
   beast::error_code rec;
   const auto remote = stream.socket().remote_endpoint(rec);  // once per connection, not per request
   const std::string client = remote.address().to_string();
+  // Every buffer of the connection starts empty and grows to what its requests need
+  // (read_http doubles a read that filled its room): an open stream holds a few hundred
+  // bytes here, not pages (bench/streams.py).
   beast::flat_buffer buffer;
-  buffer.reserve(16 * 1024);
   Request req;            // reused for every request on the connection, like the two strings
   SessionBuffers buffers;
-  buffers.response_head.reserve(1024);
-  buffers.upstream_head.reserve(1024);
   bool first = true;
   try {
     while (!stopping()) {
@@ -152,6 +156,8 @@ Task<void> Server::run_session(TimedSocket::socket_type socket) {
         break;
       }
       stream.expires_never();  // the handler sets deadlines for its own writes
+      // A large request grew the read buffer: give it back for the (maybe long) reply.
+      if (buffer.size() == 0 && buffer.capacity() > kKeptReadBuffer) buffer.shrink_to_fit();
       make_request_id(req["x-request-id"], buffers.request_id);
       start_record(buffers.record, client, buffers.request_id);
       buffers.record.bytes_in = req.body().size();

@@ -15,7 +15,6 @@ namespace imageworks {
 
 namespace {
 
-constexpr std::size_t kReadBufferBytes = 16 * 1024;
 
 // CHAT_PROXY_UPSTREAM_MAX_IDLE / _IDLE_TIMEOUT_MS, set once at startup.
 std::atomic<std::size_t> g_max_idle{64};
@@ -62,7 +61,6 @@ asio::ssl::context& client_tls_context() {
 UpstreamConnection::UpstreamConnection(Executor ex, const UpstreamTarget& t)
     : tcp_(ex), key_(t.pool_key) {
   if (t.tls) tls_ = std::make_unique<UpstreamTls>(ex, client_tls_context());
-  buffer.reserve(kReadBufferBytes);
 }
 
 void UpstreamConnection::close() {

@@ -96,7 +96,8 @@ TEST(E2eFdExhaustion, ClientsPastTheLimitGet503AndTheDaemonRecovers) {
   std::unique_ptr<ChatRig> rig;
   {
     LowFileLimit limit(64);
-    rig = std::make_unique<ChatRig>(Env{{"CHAT_PROXY_ENABLE_METRICS", "1"}});
+    // A connection limit above the descriptors: this test is about running out of them.
+    rig = std::make_unique<ChatRig>(Env{{"CHAT_PROXY_ENABLE_METRICS", "1"}, {"CHAT_PROXY_MAX_CONNECTIONS", "1000"}});
   }
   const auto port = rig->port();
   // UBSan's vptr check opens a pipe to probe memory the first time it meets a type; out of
@@ -167,4 +168,46 @@ TEST(E2eFdExhaustion, ClientsPastTheLimitGet503AndTheDaemonRecovers) {
     ++reports;
   EXPECT_GE(reports, 1u);
   EXPECT_LE(reports, 3u) << "logged at most every 10 s:\n" << log;
+}
+
+// CHAT_PROXY_MAX_CONNECTIONS: one connection over the limit is answered 503 at once and
+// closed; the held ones keep being served; a freed slot is taken again.
+TEST(E2eFdExhaustion, ConnectionsOverMaxConnectionsGet503AndAFreedSlotIsServed) {
+  ChatRig rig(Env{{"CHAT_PROXY_ENABLE_METRICS", "1"}, {"CHAT_PROXY_MAX_CONNECTIONS", "3"}});
+  const auto port = rig.port();
+  std::vector<std::unique_ptr<RawClient>> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(std::make_unique<RawClient>(port));
+    ASSERT_EQ(status_of(held.back()->exchange(kHealth)), 200) << "connection " << i;
+  }
+  RawClient over(port);
+  const auto refused = over.exchange(kHealth);
+  EXPECT_EQ(status_of(refused), 503) << refused;
+  EXPECT_NE(refused.find("Retry-After: 1"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("Connection: close"), std::string::npos) << refused;
+  auto err = body_of(refused);
+  ASSERT_TRUE(err.is_object()) << refused;
+  EXPECT_EQ(err["error"]["code"], "err_backend_busy");
+  EXPECT_EQ(err["error"]["type"], "server_error");
+  EXPECT_NE(err["error"]["message"].get<std::string>().find("CHAT_PROXY_MAX_CONNECTIONS (3)"), std::string::npos);
+  char byte;
+  EXPECT_EQ(::recv(over.fd, &byte, 1, 0), 0) << "the refused connection is closed";
+  // The held connections are still served, on the same sockets.
+  for (auto& c : held) EXPECT_EQ(status_of(c->exchange(kHealth)), 200);
+
+  held.pop_back();  // a slot frees when the proxy sees the close
+  std::string reply;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    RawClient c(port);
+    reply = c.exchange(kHealth);
+    if (status_of(reply) == 200) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(status_of(reply), 200) << reply;
+  // (on a held connection: a new one could find the slot just freed still taken)
+  const auto m = held.front()->exchange("GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+  ASSERT_EQ(status_of(m), 200) << m;
+  auto metrics = parse_prometheus(m.substr(m.find("\r\n\r\n") + 4));
+  EXPECT_GE(sum_samples(metrics, "imageworks_fd_exhaustion_total"), 1.0);
+  EXPECT_NE(rig.proxy->stderr_text().find("CHAT_PROXY_MAX_CONNECTIONS"), std::string::npos);
 }
