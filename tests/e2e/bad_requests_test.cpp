@@ -120,14 +120,15 @@ RawReply raw_exchange(unsigned short port, const std::string& request, bool shut
     return r;
   }
   const auto deadline = std::chrono::steady_clock::now() + 15s;
-  auto wait_for = [&](short events) {
+  auto wait_for = [&](short events) -> short {  // the events that came, 0 at the deadline
     pollfd p{fd, events, 0};
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    return left.count() > 0 && ::poll(&p, 1, static_cast<int>(left.count())) > 0;
+    return left.count() > 0 && ::poll(&p, 1, static_cast<int>(left.count())) > 0 ? p.revents : 0;
   };
   std::size_t sent = 0;
   while (sent < request.size()) {
-    if (!wait_for(POLLOUT)) break;  // the proxy stopped reading (it answers or closes)
+    const short ready = wait_for(POLLOUT | POLLIN);
+    if (!(ready & POLLOUT) || (ready & (POLLIN | POLLHUP | POLLERR))) break;  // the proxy answered or left
     auto n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
     if (n <= 0) break;
