@@ -32,8 +32,9 @@ bool find_top_level_values(std::string_view json, std::span<const std::string_vi
                            std::span<std::optional<std::string_view>> out);
 
 // A request body's scan (SPEC §9): find_top_level_values that also requires every string to
-// be well-formed UTF-8 (RFC 8259 §8.1) and every top-level key to occur once, since the proxy
-// routes by one "model" and a backend could read another. On any failure every out[i] is reset.
+// be well-formed UTF-8 (RFC 8259 §8.1) with no \u escape of a lone UTF-16 surrogate (§8.2),
+// and every top-level key to occur once, since the proxy routes by one "model" and a backend
+// could read another. On any failure every out[i] is reset.
 struct ObjectScan {
   enum class Result { ok, invalid_json, invalid_utf8, duplicate_key };
   Result result = Result::ok;

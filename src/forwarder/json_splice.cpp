@@ -35,6 +35,26 @@ bool is_hex4(std::string_view s, std::size_t pos) {
   return is_hex(s[pos]) && is_hex(s[pos + 1]) && is_hex(s[pos + 2]) && is_hex(s[pos + 3]);
 }
 
+// The value of four hex digits that is_hex4 accepted.
+unsigned hex4_value(std::string_view s, std::size_t pos) {
+  unsigned v = 0;
+  for (std::size_t k = pos; k < pos + 4; ++k) {
+    const char c = s[k];
+    v = v * 16 + static_cast<unsigned>(is_digit(c) ? c - '0' : (c | 0x20) - 'a' + 10);
+  }
+  return v;
+}
+
+// `i` at the 'u' of a \uXXXX escape that is a UTF-16 surrogate: the index of the last hex
+// digit of its pair (a high surrogate followed by an escaped low one), or npos for a lone
+// surrogate, which stands for no Unicode text (RFC 8259 §8.2) and no UTF-8.
+std::size_t surrogate_pair_end(std::string_view s, std::size_t i, unsigned unit) {
+  if (unit >= 0xDC00) return std::string_view::npos;
+  if (s.size() - i < 11 || s[i + 5] != '\\' || s[i + 6] != 'u' || !is_hex4(s, i + 7)) return std::string_view::npos;
+  const unsigned low = hex4_value(s, i + 7);
+  return low >= 0xDC00 && low <= 0xDFFF ? i + 10 : std::string_view::npos;
+}
+
 // High bit set in each byte of `w` that is '"', '\\' or a control character (SWAR bit
 // tricks), and with Utf8 also in each byte >= 0x80. Borrows can flag bytes above a real
 // match, never below it, so the lowest set bit is exact.
@@ -114,6 +134,12 @@ std::size_t skip_string(std::string_view s, std::size_t i) {
       case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't': break;
       case 'u':
         if (!is_hex4(s, i + 1)) return npos;
+        if constexpr (Utf8) {  // a request's strings must be Unicode text: pairs only
+          if (const unsigned unit = hex4_value(s, i + 1); unit >= 0xD800 && unit <= 0xDFFF) {
+            if ((i = surrogate_pair_end(s, i, unit)) == npos) return npos;
+            break;
+          }
+        }
         i += 4;
         break;
       default: return npos;

@@ -76,7 +76,8 @@ ForwardRequest parse_forward_request(std::string_view route, std::string body) {
   fr.stream = stream && *stream == "true";
   if (route == "chat/completions") {
     if (!messages) throw bad_request("missing required field 'messages'", "messages");
-    expect_kind(messages, "messages", '[', "an array");
+    // Unlike the tool members, null is no "absent" here: a chat needs its messages.
+    if (first_char(messages) != '[') throw bad_request("field 'messages' must be an array", "messages");
     expect_kind(tools, "tools", '[', "an array");
     expect_kind(functions, "functions", '[', "an array");
   }

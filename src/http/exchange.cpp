@@ -74,7 +74,11 @@ Task<void> Exchange::write_rest(std::array<asio::const_buffer, N> bufs, std::siz
 
 Task<void> Exchange::send(http::status status, std::string body, std::string_view content_type) {
   append_head(status, content_type, false, body.size());
-  const std::array<asio::const_buffer, 2> bufs{asio::buffer(scratch_), asio::buffer(body)};
+  // A reply to HEAD has the head only (RFC 9110 §9.3.2): the client reads no body, so body
+  // bytes would become the start of the next reply on a keep-alive connection.
+  const bool head_only = req_.method() == http::verb::head;
+  const std::array<asio::const_buffer, 2> bufs{asio::buffer(scratch_),
+                                               head_only ? asio::const_buffer() : asio::buffer(body)};
   if (std::size_t done; !write_now(bufs, done)) co_await write_rest(bufs, done);
 }
 

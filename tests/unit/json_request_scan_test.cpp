@@ -197,5 +197,28 @@ TEST(JsonRequestScan, AgreesWithNlohmannOnRandomBytesInStrings) {
   }
 }
 
+// A \u escape of a UTF-16 surrogate stands for Unicode text only as a high-low pair; alone it
+// is no UTF-8 a backend could encode, and nlohmann (the tree path) refuses it as well.
+TEST(JsonRequestScan, LoneSurrogateEscapesAreRefusedPairsPass) {
+  const std::vector<std::string> pairs = {R"(\ud83d\ude00)", R"(\uD83D\uDE00x)", R"(\udbff\udfff)", R"(\ud800\udc00)"};
+  const std::vector<std::string> lone = {R"(\ud800)",        R"(\udc00)",        R"(\udfff x)",
+                                         R"(\ud800x)",       R"(\ud800\u0041)", R"(\udc00\ud800)",
+                                         R"(\ud800\ud800)", R"(\ud83d\n)",     R"(\ud83d\ude0)"};
+  for (std::size_t pad = 0; pad < 9; ++pad) {
+    for (const auto& t : pairs) {
+      const std::string body = R"({"model":"m","t":")" + std::string(pad, 'a') + t + R"("})";
+      EXPECT_TRUE(scan(body).ok()) << t << " pad " << pad;
+      EXPECT_FALSE(nlohmann::json::parse(body, nullptr, false).is_discarded()) << t;
+    }
+    for (const auto& t : lone) {
+      const std::string body = R"({"model":"m","t":")" + std::string(pad, 'a') + t + R"("})";
+      EXPECT_FALSE(scan(body).ok()) << t << " pad " << pad;
+      EXPECT_TRUE(nlohmann::json::parse(body, nullptr, false).is_discarded()) << t;
+    }
+  }
+  EXPECT_FALSE(scan(R"({"\udc00":1,"model":"m"})").ok());  // in a key too
+  EXPECT_FALSE(scan(R"({"model":"m","x":[{"y":"\ud800"}]})").ok());  // and nested
+}
+
 }  // namespace
 }  // namespace imageworks
