@@ -26,8 +26,10 @@ class OllamaManager {
   explicit OllamaManager(const ProxyConfig& cfg);
   // The loaded models' names; throws SimpleHttpError when Ollama does not answer.
   Task<std::vector<std::string>> loaded_models();
+  Task<std::vector<std::string>> loaded_models(std::chrono::milliseconds timeout);
   // Unloads everything Ollama holds; returns the models it asked to unload. An Ollama that
-  // is not running holds nothing: that is no error.
+  // is not running holds nothing: that is no error. CHAT_PROXY_OLLAMA_UNLOAD_TIMEOUT_MS bounds
+  // the whole of it, the API calls included (a hung Ollama delays a switch no longer).
   Task<std::vector<std::string>> unload_all();
   const std::string& base_url() const { return base_url_; }
   const OllamaStatus& status() const { return status_; }

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "imageworks/simple_http.hpp"
 #include "imageworks/time_format.hpp"
 
@@ -25,6 +27,14 @@ std::string join(const std::vector<std::string>& v) {
   std::string s;
   for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
   return s;
+}
+
+// What is left of the unload's deadline for one API call (at least 1 ms, at most a call's own
+// limit): a hung Ollama — accepting, never answering — must not hold a switch for
+// kCallTimeout per call past CHAT_PROXY_OLLAMA_UNLOAD_TIMEOUT_MS.
+std::chrono::milliseconds call_timeout(std::chrono::steady_clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+  return std::clamp(left, std::chrono::milliseconds(1), std::chrono::milliseconds(kCallTimeout));
 }
 
 }  // namespace
@@ -55,8 +65,10 @@ OllamaManager::OllamaManager(const ProxyConfig& cfg)
   while (!base_url_.empty() && base_url_.back() == '/') base_url_.pop_back();
 }
 
-Task<std::vector<std::string>> OllamaManager::loaded_models() {
-  auto r = co_await simple_http(base_url_, http::verb::get, "/api/ps", {}, kCallTimeout);
+Task<std::vector<std::string>> OllamaManager::loaded_models() { return loaded_models(kCallTimeout); }
+
+Task<std::vector<std::string>> OllamaManager::loaded_models(std::chrono::milliseconds timeout) {
+  auto r = co_await simple_http(base_url_, http::verb::get, "/api/ps", {}, timeout);
   if (r.status != 200)
     throw SimpleHttpError(base_url_ + "/api/ps answered HTTP " + std::to_string(r.status), false, false);
   co_return parse_ollama_ps(r.body);
@@ -65,8 +77,10 @@ Task<std::vector<std::string>> OllamaManager::loaded_models() {
 Task<std::vector<std::string>> OllamaManager::unload_all() {
   std::vector<std::string> loaded;
   status_.last_error.clear();
+  const auto began = std::chrono::steady_clock::now();
+  const auto deadline = began + unload_timeout_;  // bounds the API calls too
   try {
-    loaded = co_await loaded_models();
+    loaded = co_await loaded_models(call_timeout(deadline));
   } catch (const SimpleHttpError& e) {
     spdlog::info("[ollama-manager] {}: nothing to unload ({})", base_url_, e.what());
     co_return loaded;
@@ -74,11 +88,11 @@ Task<std::vector<std::string>> OllamaManager::unload_all() {
   status_.last_unloaded = loaded;
   status_.last_unload = std::chrono::system_clock::now();
   if (loaded.empty()) co_return loaded;
-  const auto began = std::chrono::steady_clock::now();
   for (const auto& model : loaded) {
     spdlog::info("[ollama-manager] keep_alive unload {} ({})", model, base_url_);
     try {
-      auto r = co_await simple_http(base_url_, http::verb::post, "/api/generate", unload_body(model), kCallTimeout);
+      auto r = co_await simple_http(base_url_, http::verb::post, "/api/generate", unload_body(model),
+                                    call_timeout(deadline));
       if (r.status != 200) spdlog::warn("[ollama-manager] keep_alive unload {} answered HTTP {}: {}", model, r.status, r.body);
     } catch (const SimpleHttpError& e) {
       spdlog::warn("[ollama-manager] keep_alive unload {} failed: {}", model, e.what());
@@ -86,7 +100,6 @@ Task<std::vector<std::string>> OllamaManager::unload_all() {
   }
   // The unload is asynchronous in Ollama: the reply comes before the memory is free.
   asio::steady_timer pause(co_await asio::this_coro::executor);
-  const auto deadline = began + unload_timeout_;
   std::vector<std::string> still = loaded;
   while (!still.empty()) {
     if (std::chrono::steady_clock::now() >= deadline) {
@@ -98,7 +111,7 @@ Task<std::vector<std::string>> OllamaManager::unload_all() {
     pause.expires_after(kPollEvery);
     co_await pause.async_wait(use_task);
     try {
-      still = co_await loaded_models();
+      still = co_await loaded_models(call_timeout(deadline));
     } catch (const SimpleHttpError& e) {
       spdlog::warn("[ollama-manager] /api/ps failed while waiting for unloads: {}", e.what());
       still.clear();

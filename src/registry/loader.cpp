@@ -28,10 +28,12 @@ std::optional<std::string> read_text(const fs::path& p) {
 RegistryLoader::RegistryLoader(fs::path dir, ListingOptions opts)
     : dir_(std::move(dir)), opts_(std::move(opts)) {}
 
+// Anything at the path counts as present: a layer replaced by a directory (or a FIFO) is a
+// broken layer that keeps its last good version, not a layer that was removed.
 RegistryLoader::LayerState RegistryLoader::stat_layer(const fs::path& p) {
   LayerState s;
   std::error_code ec;
-  if (!fs::is_regular_file(p, ec)) return s;
+  if (!fs::exists(fs::symlink_status(p, ec))) return s;
   s.exists = true;
   s.mtime = fs::last_write_time(p, ec);
   s.size = fs::file_size(p, ec);
@@ -46,10 +48,14 @@ std::optional<LayerContent> RegistryLoader::read_layer(const std::string& name,
   auto path = dir_ / name;
   LayerContent layer{path.string(), nlohmann::json::array()};
   std::optional<nlohmann::json> parsed;
-  if (auto text = read_text(path))
+  std::error_code ec;
+  std::optional<std::string> text;
+  const bool regular = fs::is_regular_file(path, ec);
+  if (regular) text = read_text(path);
+  if (text)
     parsed = parse_layer(*text, layer.file, issues);
   else
-    issues.push_back({layer.file, "", "", "cannot read the file"});
+    issues.push_back({layer.file, "", "", regular || ec ? "cannot read the file" : "not a regular file"});
   if (parsed) {
     last_good_[name] = *parsed;
     layer.entries = std::move(*parsed);
@@ -82,8 +88,12 @@ void RegistryLoader::resolve_chat_templates(RegistrySnapshot& snap) const {
 std::shared_ptr<const RegistrySnapshot> RegistryLoader::load() {
   auto snap = std::make_shared<RegistrySnapshot>();
   std::error_code ec;
-  if (!fs::is_directory(dir_, ec))
-    snap->issues.push_back({dir_.string(), "", "", "registry directory not found"});
+  // A directory that vanished while serving (moved, unmounted, replaced) is a fault, not an
+  // operator emptying the registry: every layer keeps its last good version.
+  const bool dir_missing = !fs::is_directory(dir_, ec);
+  if (dir_missing)
+    snap->issues.push_back({dir_.string(), "", "", last_good_.empty() ? "registry directory not found"
+                                                                       : "registry directory not found (the last good version of its layers is used)"});
 
   std::vector<LayerContent> layers;
   std::map<std::string, LayerState> states;
@@ -91,6 +101,13 @@ std::shared_ptr<const RegistrySnapshot> RegistryLoader::load() {
     // Stat before reading: a write racing with the read then shows up as a change next poll.
     auto state = stat_layer(dir_ / name);
     states[name] = state;
+    if (!state.exists && dir_missing) {
+      if (auto good = last_good_.find(name); good != last_good_.end()) {
+        snap->layers.push_back((dir_ / name).string());
+        layers.push_back({(dir_ / name).string(), good->second});
+      }
+      continue;
+    }
     if (!state.exists) {
       last_good_.erase(name);  // a removed layer is gone, not broken
       continue;

@@ -32,7 +32,11 @@ void UpstreamResponseParser::on_body_init_impl(const boost::optional<std::uint64
     ec = http::error::body_limit;
     return;
   }
-  sink_->reserve(sink_->size() + static_cast<std::size_t>(*content_length));
+  // The length is the backend's word, not bytes at hand: reserve a bounded head start only.
+  // (A stream's sink has no limit, and a 1 TiB Content-Length reserved for it aborted the
+  // process; a whole reply under its 256 MiB limit still grows by doubling past this.)
+  constexpr std::uint64_t kMaxReserveBytes = 1u << 20;
+  sink_->reserve(sink_->size() + static_cast<std::size_t>(std::min(*content_length, kMaxReserveBytes)));
 }
 
 std::size_t UpstreamResponseParser::on_body_impl(beast::string_view body, beast::error_code& ec) {

@@ -50,6 +50,8 @@ class FakeOllama {
     std::chrono::milliseconds unload_delay{0};        // keep_alive 0: still in /api/ps this long
                                                       // after the reply (Ollama unloads async)
     bool ignore_unload = false;                       // keep_alive 0 answers but never unloads
+    bool stall_unload = false;                        // keep_alive 0 is read, never answered
+                                                      // and never unloads (a hung Ollama)
     int status = 200;                                 // != 200: chat/generate answer this error
     bool tool_calls = false;                          // chat answers with tool_names' calls
     std::vector<std::string> tool_names = {"get_weather"};  // one call each, all at index 0

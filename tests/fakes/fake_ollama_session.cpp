@@ -97,6 +97,7 @@ asio::awaitable<bool> FakeOllama::Impl::generate(Conn& c, const Request& req, co
       body.contains("keep_alive") && fake_ollama::keep_alive_is_zero(body["keep_alive"]);
   const std::string prompt = string_field(body, "prompt");
   if (unload_after && prompt.empty()) {
+    if (b.stall_unload) co_return co_await stall(c);
     const std::string reply = fake_ollama::generate_body(model, "", "unload");
     const bool reusable = co_await send(c, 200, kJson, reply, keep_alive);
     request_unload(model, b);  // after the reply: the real unload finishes after it too

@@ -60,6 +60,13 @@ class FakeOpenAI {
     // one `data:` frame, then [DONE]; a whole reply is script_reply verbatim.
     std::vector<std::string> script_events;
     std::string script_reply;
+    // Fault injection: an inference request is answered with raw_reply verbatim (status line,
+    // headers, body: no framing of the fake's own; garbage is fine), then raw_fill_bytes bytes
+    // of 'x' in 64 KiB writes (one huge SSE line, say), then the socket is closed, or left
+    // open and silent with raw_stall. Used when raw_reply or raw_fill_bytes is set.
+    std::string raw_reply;
+    std::size_t raw_fill_bytes = 0;
+    bool raw_stall = false;
   };
 
   FakeOpenAI();

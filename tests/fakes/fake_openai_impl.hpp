@@ -63,6 +63,7 @@ struct FakeOpenAI::Impl : FakeHttpCore<FakeOpenAI::Impl> {
   asio::awaitable<bool> stream(Conn& c, const std::vector<fake_openai::Frame>& frames,
                                const Behavior& b, bool keep_alive);
   asio::awaitable<bool> stream_error(Conn& c, const Behavior& b, bool keep_alive);
+  asio::awaitable<bool> raw_reply(Conn& c, const Behavior& b);
   asio::awaitable<bool> write_chunked(Conn& c, std::string_view bytes, const Behavior& b);
   void record(const Request& req);          // any thread (locks)
   Behavior snapshot() const;                // any thread (locks)

@@ -69,6 +69,7 @@ asio::awaitable<bool> FakeOpenAI::Impl::inference_reply(Conn& c, const Request& 
                                                         std::string_view path) {
   const bool keep_alive = req.keep_alive();
   if (b.stall_before_headers) co_return co_await stall(c);
+  if (!b.raw_reply.empty() || b.raw_fill_bytes > 0) co_return co_await raw_reply(c, b);
   if (b.response_delay.count() > 0 && !(co_await pause(c, b.response_delay))) co_return false;
   if (b.status != 200) {
     co_return co_await send(c, b.status, kJson, fake_openai::error_body(b, b.status, "fake upstream error"),
@@ -133,6 +134,21 @@ asio::awaitable<bool> FakeOpenAI::Impl::stream_error(Conn& c, const Behavior& b,
   ++frames_written;
   if (!(co_await write_chunked(c, error_frames, b))) co_return false;
   co_return (co_await write_all(c, "0\r\n\r\n")) && keep_alive;
+}
+
+// Whatever bytes a broken backend might send; the connection is never reused afterwards.
+asio::awaitable<bool> FakeOpenAI::Impl::raw_reply(Conn& c, const Behavior& b) {
+  if (!b.raw_reply.empty() && !(co_await write_all(c, b.raw_reply))) co_return false;
+  const std::string fill(64 * 1024, 'x');
+  for (std::size_t left = b.raw_fill_bytes; left > 0;) {
+    const std::size_t n = std::min(left, fill.size());
+    if (!(co_await write_all(c, std::string_view(fill).substr(0, n)))) co_return false;
+    left -= n;
+  }
+  if (b.raw_stall) co_return co_await stall(c);
+  c.responding = false;  // our own close is no client disconnect
+  close_conn(c);
+  co_return false;
 }
 
 // One HTTP chunk per write; with split_every_byte one byte per chunk, pausing briefly at

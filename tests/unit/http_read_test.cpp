@@ -220,6 +220,22 @@ TEST(UpstreamResponseParser, BodyUntilEofCompletesOnClose) {
   EXPECT_EQ(body, "data: 1\n\n");
 }
 
+// A Content-Length is the backend's word: an unlimited sink (a stream's) reserves a bounded
+// head start, not the 1 TiB announced (which aborted the proxy under ASan, bad_alloc without).
+TEST(UpstreamResponseParser, AnnouncedLengthIsNotReservedWhole) {
+  asio::io_context ioc;
+  TestStream s(ioc, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 1099511627776\r\n\r\n"
+                    "data: 1\n\n");
+  s.close_remote();
+  beast::flat_buffer buf;
+  UpstreamResponseParser p;
+  std::string body;
+  p.body_to(&body);
+  EXPECT_EQ(run_read(ioc, s, buf, p, ReadUntil::message), http::error::partial_message);
+  EXPECT_EQ(body, "data: 1\n\n");
+  EXPECT_LE(body.capacity(), 2u << 20);
+}
+
 // The stream relay's reads: each read returns what arrived, not waiting for more.
 TEST(UpstreamResponseParser, ProgressReadsHandOverEachPieceAsItArrives) {
   asio::io_context ioc;

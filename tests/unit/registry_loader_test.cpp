@@ -198,6 +198,44 @@ TEST(RegistryLoader, RemovedLayerIsGoneNotBroken) {
   EXPECT_TRUE(loader.load()->entries.empty());
 }
 
+// A layer replaced by something that is not a file (a directory, as `mkdir` over a removed
+// file or a bad bind mount leaves it) is broken, not removed: reported, last good kept.
+TEST(RegistryLoader, LayerReplacedByADirectoryKeepsItsLastGoodVersion) {
+  TempDir dir;
+  dir.write(kCurated, R"([{"name":"c","backend":"ollama"}])");
+  RegistryLoader loader(dir.path(), {});
+  ASSERT_EQ(names(*loader.load()), std::vector<std::string>{"c"});
+  fs::remove(dir.path() / kCurated);
+  fs::create_directory(dir.path() / kCurated);
+  EXPECT_TRUE(loader.changed());
+  auto snap = loader.load();
+  EXPECT_EQ(names(*snap), std::vector<std::string>{"c"});
+  ASSERT_EQ(snap->issues.size(), 1u);
+  EXPECT_EQ(snap->issues[0].file, (dir.path() / kCurated).string());
+  EXPECT_EQ(snap->issues[0].message, "not a regular file (the last good version of this file is used)");
+}
+
+// The whole directory vanishing while serving keeps every layer's last good version.
+TEST(RegistryLoader, VanishedDirectoryKeepsTheLastGoodLayers) {
+  TempDir dir;
+  const auto reg = dir.path() / "registry";
+  dir.write("registry/" + std::string(kDiscovered), R"([{"name":"d","backend":"ollama"}])");
+  dir.write("registry/" + std::string(kCurated), R"([{"name":"c","backend":"ollama"}])");
+  RegistryLoader loader(reg, {});
+  ASSERT_EQ(names(*loader.load()), (std::vector<std::string>{"d", "c"}));
+  fs::remove_all(reg);
+  EXPECT_TRUE(loader.changed());
+  auto snap = loader.load();
+  EXPECT_EQ(names(*snap), (std::vector<std::string>{"d", "c"}));
+  ASSERT_EQ(snap->issues.size(), 1u);
+  EXPECT_NE(snap->issues[0].message.find("registry directory not found"), std::string::npos);
+  // It comes back with one layer only: that is the registry now.
+  dir.write("registry/" + std::string(kCurated), R"([{"name":"c","backend":"ollama"}])");
+  snap = loader.load();
+  EXPECT_EQ(names(*snap), std::vector<std::string>{"c"});
+  EXPECT_TRUE(snap->issues.empty());
+}
+
 TEST(RegistryLoader, ChangedDetectsContentMtimeCreationAndRemoval) {
   TempDir dir;
   auto curated = dir.write(kCurated, R"([{"name":"c","backend":"ollama"}])");
