@@ -26,8 +26,8 @@ cmake_cmd=${IMAGEWORKS_CMAKE:-cmake}
 jobs=${IMAGEWORKS_BUILD_JOBS:-$(nproc)}
 
 t0=$SECONDS
-# -O1: TSan's recommended level (-O0 runs the daemon several times slower under it); -g1: line
-# tables, enough for file:line in reports. The benchmark tools and fuzz targets are not needed.
+# -O1: TSan's recommended level (compiles as fast as -O0 here, runs faster); -g1: line tables,
+# enough for file:line in reports. The benchmark tools and fuzz targets are not needed.
 "$cmake_cmd" -S "$src" -B "$build" -G Ninja -DIMAGEWORKS_SANITIZE=thread -DCMAKE_BUILD_TYPE=None \
   "-DCMAKE_CXX_FLAGS=-O1 -g1" -DIMAGEWORKS_BENCH=OFF -DIMAGEWORKS_FUZZ=OFF >/dev/null
 "$cmake_cmd" --build "$build" -j "$jobs" --target tsan_tests
@@ -43,9 +43,9 @@ export IMAGEWORKS_PROXY_BIN="$build/imageworks-chat-proxy"
 export IMAGEWORKS_FAKE_VLLM_BIN="$build/tests/fake_vllm"
 export IMAGEWORKS_TEST_PROXY_THREADS=${IMAGEWORKS_TEST_PROXY_THREADS:-4}
 
-# GCC 12's TSan runtime fails with "unexpected memory mapping" on kernels that randomise mmap
-# with more bits than it expects (vm.mmap_rnd_bits > 28): without address randomisation it
-# always works. The personality is inherited, so the daemon and the fake vLLM run the same way.
+# GCC 12's TSan runtime can fail with "unexpected memory mapping" on kernels that randomise
+# mmap with more bits than it expects (vm.mmap_rnd_bits 32 on some distributions; 28 works):
+# without address randomisation it always works. The personality is inherited, so the daemon and the fake vLLM run the same way.
 launcher=()
 if setarch "$(uname -m)" -R true 2>/dev/null; then
   launcher=(setarch "$(uname -m)" -R)
