@@ -42,6 +42,9 @@ std::vector<std::string> merged_env(const std::map<std::string, std::string>& ex
     if (k.rfind("CHAT_PROXY_", 0) == 0 || k == "IMAGEWORKS_OLLAMA_HOST") continue;
     env[k] = kv.substr(eq + 1);
   }
+  // IMAGEWORKS_TEST_PROXY_THREADS (tests/tsan/run.sh): event-loop threads for every proxy a
+  // test starts without choosing, so ThreadSanitizer sees its exchanges on several threads.
+  if (const char* n = std::getenv("IMAGEWORKS_TEST_PROXY_THREADS"); n && *n) env["CHAT_PROXY_THREADS"] = n;
   for (auto& [k, v] : extra) env[k] = v;
   std::vector<std::string> out;
   for (auto& [k, v] : env) out.push_back(k + "=" + v);
