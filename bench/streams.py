@@ -145,9 +145,11 @@ class Bench:
             conf = f.read()
         conf = (conf.replace("@ACCESS_LOG@", "off").replace("@PREFIX@", ndir).replace("@WORKERS@", "1")
                 .replace("@PORT@", str(port)).replace("@UPSTREAM_PORT@", str(self.upstream_port)))
-        # As many connections as the descriptors allow, like the proxy: nginx's 4096 default
-        # of the request-rate benchmark would refuse the storm.
-        conf = conf.replace("worker_connections 4096;", f"worker_connections {self.fd_limit};")
+        # As many connections as the descriptors allow, like the proxy: the request-rate
+        # benchmark's 4096 would refuse the storm, and exactly the fd limit is too few (nginx
+        # counts its listener and idle upstream connections too, and at the limit drops
+        # fresh connections whose request has not come yet: "worker_connections are not enough").
+        conf = conf.replace("worker_connections 4096;", f"worker_connections {self.fd_limit + 1024};")
         conf = conf.replace("daemon off;", f"daemon off;\nworker_rlimit_nofile {self.fd_limit};")
         with open(os.path.join(ndir, "nginx.conf"), "w") as f:
             f.write(conf)
@@ -233,7 +235,9 @@ class Bench:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         self.fd_limit = hard
         if not self.args.streams:
-            self.args.streams = min(10000, (hard - 100) // 2)  # two per stream in the middle box
+            # Two descriptors per stream in the middle box, less a reserve: nginx needs a few
+            # more than the proxy (at 9 950 it refuses some of the storm with a 20 000 limit).
+            self.args.streams = min(10000, (hard - 200) // 2)
         log(f"fd limit {hard}: {self.args.streams} streams, {self.args.rounds} round(s), {self.args.events} events")
         self.start()
         t0 = time.monotonic()

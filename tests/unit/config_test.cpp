@@ -177,6 +177,8 @@ TEST_F(ConfigEnv, EveryFieldParsedFromEnv) {
       {"CHAT_PROXY_SWITCH_WAIT_TIMEOUT_MS", "1000"}, {"CHAT_PROXY_CLIENT_WRITE_TIMEOUT_MS", "5000"},
       {"CHAT_PROXY_MAX_SSE_EVENT_BYTES", "65536"},
       {"CHAT_PROXY_UPSTREAM_MAX_IDLE", "8"}, {"CHAT_PROXY_UPSTREAM_IDLE_TIMEOUT_MS", "2500"},
+      {"CHAT_PROXY_BACKEND_MAX_CONCURRENT", "16"}, {"CHAT_PROXY_BACKEND_MAX_QUEUE", "32"},
+      {"CHAT_PROXY_MAX_CONNECTIONS", "5000"},
       {"CHAT_PROXY_DISABLE_TOOL_NORMALIZATION", "1"}, {"CHAT_PROXY_REQUIRE_TEMPLATE", "off"},
       {"CHAT_PROXY_MAX_IMAGE_BYTES", "8000000"}, {"CHAT_PROXY_IMAGE_DOWNSCALE", "no"},
       {"CHAT_PROXY_IMAGE_MAX_EDGE", "0"}, {"CHAT_PROXY_FETCH_IMAGE_URLS", "1"},
@@ -215,6 +217,8 @@ TEST_F(ConfigEnv, EveryFieldParsedFromEnv) {
   EXPECT_EQ(c.stream_idle_timeout_ms, 90000); EXPECT_EQ(c.switch_wait_timeout_ms, 1000);
   EXPECT_EQ(c.client_write_timeout_ms, 5000); EXPECT_EQ(c.max_sse_event_bytes, 65536u);
   EXPECT_EQ(c.upstream_max_idle, 8); EXPECT_EQ(c.upstream_idle_timeout_ms, 2500);
+  EXPECT_EQ(c.backend_max_concurrent, 16); EXPECT_EQ(c.backend_max_queue, 32);
+  EXPECT_EQ(c.max_connections, 5000);
   EXPECT_TRUE(c.disable_tool_normalization); EXPECT_FALSE(c.require_template);
   EXPECT_EQ(c.max_image_bytes, 8000000u); EXPECT_FALSE(c.image_downscale);
   EXPECT_EQ(c.image_max_edge, 0); EXPECT_TRUE(c.fetch_image_urls);
