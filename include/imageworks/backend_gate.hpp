@@ -6,6 +6,7 @@
 // CHAT_PROXY_BACKEND_MAX_CONCURRENT / CHAT_PROXY_BACKEND_MAX_QUEUE; 0 concurrent = no limit.
 #include <chrono>
 #include <cstddef>
+#include <optional>
 #include <string>
 
 #include "imageworks/asio.hpp"
@@ -44,6 +45,10 @@ struct SlotWaitHandle {
     if (timer) timer->cancel();
   }
 };
+
+// A slot for backend `key` when one is free now, without waiting (no limit: an empty slot);
+// nullopt when the caller must wait for one with acquire_backend_slot.
+std::optional<BackendSlot> try_backend_slot(const std::string& key);
 
 // A slot for backend `key`: at once when one is free; else in the backend's queue until one
 // frees or `deadline` passes. Throws ProxyError 429 err_rate_limited (Retry-After: 1) when

@@ -291,8 +291,10 @@ Task<void> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& rou
 
   // One of the backend's request slots (CHAT_PROXY_BACKEND_MAX_CONCURRENT), held until the
   // reply is relayed; queued in order while all are taken, 429 when the queue is full too.
-  BackendSlot slot;
-  if (backend_limits().max_concurrent > 0) {
+  // The common case (a slot is free, or no limit) costs no coroutine of its own.
+  auto free_slot = try_backend_slot(route.target->pool_key);
+  BackendSlot slot = free_slot ? std::move(*free_slot) : BackendSlot();
+  if (!free_slot) {
     bool cancelled = false;
     slot = co_await acquire_backend_slot(route.target->pool_key, deadline, watch->slot_wait, cancelled);
     if (watch->client_gone) {

@@ -50,9 +50,15 @@ std::mutex g_gates_mu;
 std::map<std::string, std::unique_ptr<BackendGate>, std::less<>> g_gates;  // never erased: one per backend
 
 BackendGate& gate_for(const std::string& key) {
+  // Requests on a thread mostly go to the backend its last one went to: no global lock then.
+  thread_local const std::string* last_key = nullptr;
+  thread_local BackendGate* last_gate = nullptr;
+  if (last_gate && *last_key == key) return *last_gate;
   std::lock_guard lk(g_gates_mu);
   auto it = g_gates.find(key);
   if (it == g_gates.end()) it = g_gates.emplace(key, std::make_unique<BackendGate>()).first;
+  last_key = &it->first;  // map nodes are never erased: the key's storage stays
+  last_gate = it->second.get();
   return *it->second;
 }
 
@@ -79,17 +85,34 @@ BackendSlot::~BackendSlot() {
   if (gate_) gate_->release();
 }
 
+std::optional<BackendSlot> try_backend_slot(const std::string& key) {
+  const auto limits = g_limits;
+  if (limits.max_concurrent == 0) return BackendSlot();
+  BackendGate& g = gate_for(key);
+  std::lock_guard lk(g.mu);
+  if (g.in_flight >= limits.max_concurrent) return std::nullopt;
+  ++g.in_flight;
+  return BackendSlot(&g);
+}
+
 Task<BackendSlot> acquire_backend_slot(const std::string& key, std::chrono::steady_clock::time_point deadline,
                                        SlotWaitHandle& handle, bool& cancelled) {
   cancelled = false;
   const auto limits = g_limits;
   if (limits.max_concurrent == 0) co_return BackendSlot();
   BackendGate& g = gate_for(key);
+  {
+    std::lock_guard lk(g.mu);
+    if (g.in_flight < limits.max_concurrent) {  // the common case: no waiter, no timer
+      ++g.in_flight;
+      co_return BackendSlot(&g);
+    }
+  }
   const Executor ex = co_await asio::this_coro::executor;
   auto w = std::make_shared<Waiter>(ex);
   {
     std::lock_guard lk(g.mu);
-    if (g.in_flight < limits.max_concurrent) {
+    if (g.in_flight < limits.max_concurrent) {  // freed meanwhile
       ++g.in_flight;
       co_return BackendSlot(&g);
     }
