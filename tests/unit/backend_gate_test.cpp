@@ -139,11 +139,14 @@ TEST(BackendGate, ASlotReleasedOnOneThreadWakesAWaiterOnAnother) {
   pump(a);
   ASSERT_TRUE(o[0].slot);
   asio::co_spawn(b, acquire_into(key, far(), &h[1], &o[1]), asio::detached);
-  std::thread tb([&] { b.run_for(10s); });  // returns once the waiter completed
-  for (int i = 0; i < 1000 && backend_load(key).waiting == 0; ++i) std::this_thread::yield();
-  ASSERT_EQ(backend_load(key).waiting, 1u);
+  std::thread tb([&] { b.run_for(30s); });  // returns once the waiter completed
+  // Until b's thread has queued the waiter (bounded: a loaded machine may start it late).
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  while (backend_load(key).waiting == 0 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+  const auto waiting = backend_load(key).waiting;
   o[0].slot.reset();  // released here; the waiter wakes on b's thread
   tb.join();
+  ASSERT_EQ(waiting, 1u);
   ASSERT_TRUE(o[1].done);
   EXPECT_TRUE(o[1].slot && !o[1].cancelled);
   o[1].slot.reset();
