@@ -33,28 +33,36 @@ bool is_resource_exhaustion(const beast::error_code& ec) {
   return v == EMFILE || v == ENFILE || v == ENOBUFS || v == ENOMEM;
 }
 
-void note_resource_exhaustion(std::string_view where, const beast::error_code& ec) {
+namespace {
+
+// Counts one occurrence; calls report(since_last_report, total) at most every kLogEvery.
+template <class Report>
+void count_and_report(Report&& report) {
   const auto total = g_total.fetch_add(1, std::memory_order_relaxed) + 1;
   const auto now = std::chrono::steady_clock::now();
   std::lock_guard lk(g_log_mu);
   if (g_last_log != std::chrono::steady_clock::time_point{} && now - g_last_log < kLogEvery) return;
-  spdlog::error("[server] out of descriptors on {}: {} ({} time(s) since the last report, {} in all); "
-                "clients get 503 — raise the open-file limit (ulimit -n, systemd LimitNOFILE)",
-                where, ec.message(), total - g_logged_total, total);
+  report(total - g_logged_total, total);
   g_last_log = now;
   g_logged_total = total;
 }
 
+}  // namespace
+
+void note_resource_exhaustion(std::string_view where, const beast::error_code& ec) {
+  count_and_report([&](std::uint64_t since, std::uint64_t total) {
+    spdlog::error("[server] out of descriptors on {}: {} ({} time(s) since the last report, {} in all); "
+                  "clients get 503 — raise the open-file limit (ulimit -n, systemd LimitNOFILE)",
+                  where, ec.message(), since, total);
+  });
+}
+
 void note_connection_limit(std::size_t limit) {
-  const auto total = g_total.fetch_add(1, std::memory_order_relaxed) + 1;
-  const auto now = std::chrono::steady_clock::now();
-  std::lock_guard lk(g_log_mu);
-  if (g_last_log != std::chrono::steady_clock::time_point{} && now - g_last_log < kLogEvery) return;
-  spdlog::warn("[server] {} client connections open (CHAT_PROXY_MAX_CONNECTIONS): refusing more with 503 "
-               "({} refusal(s) or descriptor shortage(s) since the last report)",
-               limit, total - g_logged_total);
-  g_last_log = now;
-  g_logged_total = total;
+  count_and_report([&](std::uint64_t since, std::uint64_t) {
+    spdlog::warn("[server] {} client connections open (CHAT_PROXY_MAX_CONNECTIONS): refusing more with 503 "
+                 "({} refusal(s) or descriptor shortage(s) since the last report)",
+                 limit, since);
+  });
 }
 
 std::uint64_t resource_exhaustion_count() { return g_total.load(std::memory_order_relaxed); }

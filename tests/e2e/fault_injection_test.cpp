@@ -31,14 +31,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The proxy's resident set in KiB (0 when unreadable, which fails the bound checks below).
-std::size_t resident_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoul(line.substr(6));
-  return 0;
-}
 
 // ASan keeps freed blocks in a quarantine (256 MiB by default), resident: measured by hand,
 // the 50 MiB line under a 64 MiB event limit left the proxy +133 MiB after the stream with

@@ -25,14 +25,6 @@ FakeOpenAI::Behavior flood(int chunks, std::size_t chunk_bytes) {
   return b;
 }
 
-std::size_t resident_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoul(line.substr(6));
-  return 0;
-}
-
 struct StreamSummary {
   std::size_t content_chunks = 0, content_bytes = 0;
   std::vector<json> errors;

@@ -51,4 +51,12 @@ ShellOutput run_shell(const std::string& command) {
   return r;
 }
 
+std::size_t resident_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoul(line.substr(6));
+  return 0;
+}
+
 }  // namespace imageworks::test

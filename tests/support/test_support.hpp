@@ -1,5 +1,8 @@
 #pragma once
 // Helpers shared by the test binaries: temp directories, source paths.
+#include <sys/types.h>
+
+#include <cstddef>
 #include <filesystem>
 #include <string>
 
@@ -28,5 +31,8 @@ struct ShellOutput {
   std::string out;
 };
 ShellOutput run_shell(const std::string& command);
+
+// A process's resident set in KiB (VmRSS); 0 when unreadable, which fails any bound check.
+std::size_t resident_kib(pid_t pid);
 
 }  // namespace imageworks::test
