@@ -43,6 +43,8 @@ class ProcessExitWatch {
   pid_t pid() const { return pid_; }
   // Completes when the process has exited (or the watch was cancelled: false).
   Task<bool> wait();
+  // Whether the process has exited already, without waiting (a zero-timeout poll).
+  bool exited_now();
   void cancel();
 
  private:

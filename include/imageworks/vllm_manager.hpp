@@ -48,6 +48,10 @@ class VllmControl {
   // Returns when no server runs (SIGTERM, SIGKILL after the grace, group reaped).
   virtual Task<void> deactivate() = 0;
   virtual const VllmStatus& status() const = 0;
+  // Before a request is sent to the running server: if its process has exited and the exit
+  // is not handled yet, handle it now (on_unexpected_exit runs), so the request waits for a
+  // fresh start instead of meeting a closed port. Local mode; remote mode learns by polling.
+  virtual void notice_exit_now() {}
   // Runs on the owner's executor when the server exits on its own (crash, OOM kill).
   std::function<void(const std::string& why)> on_unexpected_exit;
   // Runs on the owner's executor after status() changed (starting, ready, stopping…).

@@ -286,15 +286,23 @@ class LocalVllm final : public VllmControl {
 
   // The only waiter on the pidfd: records the exit and wakes whoever waits for it.
   Task<void> monitor(std::shared_ptr<Child> c) {
-    if (!co_await c->watch.wait()) co_return;
+    const bool exited = co_await c->watch.wait();
+    if (exited && !c->exited) handle_exit(c);  // (c->exited: notice_exit_now saw it first)
+  }
+
+  void notice_exit_now() override {
+    if (child_ && !child_->exited && child_->watch.exited_now()) handle_exit(child_);
+  }
+
+  void handle_exit(std::shared_ptr<Child> c) {
     c->exited = true;
     if (c->ours) c->exit_code = reap_child(c->pid).value_or(-1);
     c->exit_event.cancel();
-    if (child_ != c || st_.state == BackendState::stopping) co_return;
+    if (child_ != c || st_.state == BackendState::stopping) return;
     const std::string why = "vLLM server '" + st_.logical_name + "' (pid " + std::to_string(c->pid) +
                             ") exited on its own with code " + std::to_string(c->exit_code) + "; see " + st_.log_path;
     spdlog::error("[vllm-manager] {}", why);
-    if (start_loop_running_) co_return;  // wait_until_healthy reports it
+    if (start_loop_running_) return;  // wait_until_healthy reports it
     signal_group(c->pid, SIGKILL);
     finish_stop(c, why);
     if (on_unexpected_exit) on_unexpected_exit(why);

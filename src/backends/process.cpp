@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
+#include <poll.h>
 #include <spawn.h>
 #include <stdexcept>
 #include <sys/syscall.h>
@@ -149,6 +150,13 @@ Task<bool> ProcessExitWatch::wait() {
   beast::error_code ec;
   co_await fd_.async_wait(asio::posix::descriptor_base::wait_read, asio::redirect_error(use_task, ec));
   co_return !ec;
+}
+
+bool ProcessExitWatch::exited_now() {
+  pollfd p{};
+  p.fd = fd_.native_handle();
+  p.events = POLLIN;
+  return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
 }
 
 void ProcessExitWatch::cancel() {
