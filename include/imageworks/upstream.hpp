@@ -61,6 +61,10 @@ class UpstreamConnection {
 // one read of a stream brought). No allocation per field, unlike http::response_parser.
 class UpstreamResponseParser : public http::basic_parser<false> {
  public:
+  // A backend's whole header, status line and fields as sent: more fails the read with
+  // http::error::header_limit. (Beast's own limit bounds one put() only, so a header sent a
+  // field per read would pass it at any length.)
+  static constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
   UpstreamResponseParser();
   int status() const { return status_; }
   std::string_view content_type() const { return {content_type_.data(), content_type_size_}; }
@@ -75,8 +79,10 @@ class UpstreamResponseParser : public http::basic_parser<false> {
 
  private:
   void on_request_impl(http::verb, beast::string_view, beast::string_view, int, beast::error_code&) override {}
-  void on_response_impl(int code, beast::string_view, int, beast::error_code&) override { status_ = code; }
-  void on_field_impl(http::field name, beast::string_view, beast::string_view value, beast::error_code&) override;
+  void on_response_impl(int code, beast::string_view reason, int, beast::error_code& ec) override;
+  void on_field_impl(http::field name, beast::string_view name_string, beast::string_view value,
+                     beast::error_code& ec) override;
+  bool count_header_bytes(std::size_t n, beast::error_code& ec);
   void on_header_impl(beast::error_code&) override {}
   void on_body_init_impl(const boost::optional<std::uint64_t>& content_length, beast::error_code& ec) override;
   std::size_t on_body_impl(beast::string_view body, beast::error_code& ec) override;
@@ -87,6 +93,7 @@ class UpstreamResponseParser : public http::basic_parser<false> {
   void on_finish_impl(beast::error_code&) override {}
 
   int status_ = 0;
+  std::size_t header_bytes_ = 0;
   std::array<char, 128> content_type_{};  // longer values are cut (then not JSON/SSE anyway)
   std::size_t content_type_size_ = 0;
   std::string retry_after_;

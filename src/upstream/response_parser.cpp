@@ -8,6 +8,7 @@ UpstreamResponseParser::UpstreamResponseParser() {
   // Not boost::none: Beast 1.74 rejects any Content-Length against an empty optional.
   // Whole replies get their limit from body_to().
   body_limit(std::numeric_limits<std::uint64_t>::max());
+  header_limit(static_cast<std::uint32_t>(kMaxHeaderBytes));
 }
 
 bool UpstreamResponseParser::event_stream() const {
@@ -15,8 +16,21 @@ bool UpstreamResponseParser::event_stream() const {
   return ct.size() >= 17 && beast::iequals(ct.substr(0, 17), "text/event-stream");
 }
 
-void UpstreamResponseParser::on_field_impl(http::field name, beast::string_view, beast::string_view value,
-                                           beast::error_code&) {
+bool UpstreamResponseParser::count_header_bytes(std::size_t n, beast::error_code& ec) {
+  header_bytes_ += n;
+  if (header_bytes_ <= kMaxHeaderBytes) return true;
+  ec = http::error::header_limit;
+  return false;
+}
+
+void UpstreamResponseParser::on_response_impl(int code, beast::string_view reason, int, beast::error_code& ec) {
+  status_ = code;
+  count_header_bytes(reason.size() + 15, ec);  // "HTTP/1.1 200 <reason>\r\n"
+}
+
+void UpstreamResponseParser::on_field_impl(http::field name, beast::string_view name_string, beast::string_view value,
+                                           beast::error_code& ec) {
+  if (!count_header_bytes(name_string.size() + value.size() + 4, ec)) return;  // "<name>: <value>\r\n"
   if (name == http::field::content_type) {
     content_type_size_ = std::min(value.size(), content_type_.size());
     std::copy_n(value.data(), content_type_size_, content_type_.data());

@@ -97,7 +97,8 @@ TEST(FuzzRegression, ChunkedRequestReadOneBytePerRead) {
 // http_front_door: Boost 1.74's header_limit bounds what one put() sees; fields parsed by
 // earlier puts no longer count. A header sent a field per read passed the 16 KiB limit at any
 // size (up to 100 fields of 16 KiB, all kept in the Request). The whole header counts now.
-beast::error_code read_header_in_pieces(RequestParser& p, const std::vector<std::string>& pieces) {
+template <class Parser>
+beast::error_code read_header_in_pieces(Parser& p, const std::vector<std::string>& pieces) {
   beast::flat_buffer buf;
   beast::error_code ec;
   for (const auto& piece : pieces) {
@@ -143,6 +144,26 @@ TEST(FuzzRegression, HeaderJustWithinTheLimitSentAFieldPerReadIsRead) {
   Request again;
   RequestParser q(again, 100, 16 * 1024);
   EXPECT_EQ(read_header_in_pieces(q, pieces), http::error::header_limit);
+}
+
+// The same for a backend's reply header (UpstreamResponseParser): a header sent a field per
+// read is bounded by the whole header's size (64 KiB), not only per read.
+TEST(FuzzRegression, UpstreamHeaderSentAFieldPerReadIsBoundedAsAWhole) {
+  std::vector<std::string> pieces{"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"};
+  for (int i = 0; i < 20; ++i) pieces.push_back("X-F" + std::to_string(i) + ": " + std::string(4000, 'a') + "\r\n");
+  pieces.push_back("Content-Length: 2\r\n\r\n{}");
+  UpstreamResponseParser within;  // 20 fields of ~4 KiB: 80 KiB in all, each read well under 8 KiB
+  std::string body;
+  within.body_to(&body);
+  EXPECT_EQ(read_header_in_pieces(within, pieces), http::error::header_limit);
+  // 15 such fields (≈ 60 KiB) are read, and the reply with them.
+  pieces.erase(pieces.begin() + 16, pieces.end() - 1);
+  UpstreamResponseParser fits;
+  fits.body_to(&body);
+  EXPECT_FALSE(read_header_in_pieces(fits, pieces));
+  EXPECT_TRUE(fits.is_header_done());
+  EXPECT_EQ(fits.status(), 200);
+  EXPECT_EQ(fits.content_type(), "application/json");
 }
 
 // request_normalize: nlohmann refuses a number beyond a double's range (1e999) with
