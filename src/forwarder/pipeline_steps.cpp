@@ -71,7 +71,8 @@ ForwardRequest parse_forward_request(std::string_view route, std::string body) {
   auto unescaped = json_unescape(model->substr(1, model->size() - 2));
   if (!unescaped || unescaped->empty()) throw bad_request("field 'model' must be a non-empty string", "model");
   fr.requested_model = std::move(*unescaped);
-  if (stream && *stream != "true" && *stream != "false")
+  // null is "not set", as in OpenAI's API (and a JSON client that serialises every field).
+  if (stream && *stream != "true" && *stream != "false" && *stream != "null")
     throw bad_request("field 'stream' must be a boolean", "stream");
   fr.stream = stream && *stream == "true";
   if (route == "chat/completions") {

@@ -55,8 +55,8 @@ bool same_key(std::string_view given, std::string_view key) {
 bool authorized(const App& app, const Exchange& ex) {
   if (app.cfg.api_keys.empty()) return true;
   auto auth = ex.request()[http::field::authorization];
-  constexpr std::string_view bearer = "Bearer ";
-  if (auth.size() <= bearer.size() || !auth.starts_with(bearer)) return false;
+  constexpr std::string_view bearer = "Bearer ";  // the scheme is case-insensitive (RFC 9110 §11.1)
+  if (auth.size() <= bearer.size() || !beast::iequals(auth.substr(0, bearer.size()), bearer)) return false;
   auto key = auth.substr(bearer.size());
   bool ok = false;
   for (const auto& k : app.cfg.api_keys) ok |= same_key(key, k);  // every key: no early exit

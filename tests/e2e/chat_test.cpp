@@ -31,6 +31,23 @@ TEST(E2eChat, NonStreamRestoresModelAndSendsServedId) {
   EXPECT_EQ(reqs[0].json()["messages"][0]["content"], "hi");
 }
 
+// "stream": null is "not set" (OpenAI's API allows it; some clients serialise every field):
+// a whole reply, with the body relayed as the client wrote it. A string is still a 400.
+TEST(E2eChat, StreamNullMeansAWholeReply) {
+  ChatRig rig;
+  auto body = chat_body(false);
+  body["stream"] = nullptr;
+  auto r = rig.chat(body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("content-type"), "application/json");
+  EXPECT_EQ(json::parse(r.body)["object"], "chat.completion");
+  ASSERT_EQ(rig.fake.requests().size(), 1u);
+  EXPECT_TRUE(rig.fake.requests()[0].json()["stream"].is_null());
+  body["stream"] = "true";
+  expect_error(rig.chat(body), 400, "err_bad_request");
+  EXPECT_EQ(rig.fake.requests().size(), 1u);
+}
+
 // 8 MiB of content: the upstream body comes in many reads and the reply is more than the
 // client socket takes at once, so the write finishes asynchronously after the fast attempt.
 TEST(E2eChat, LargeWholeReplyArrivesIntact) {

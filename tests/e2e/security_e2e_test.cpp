@@ -39,6 +39,13 @@ TEST(E2eSecurity, ApiKeysAppearInNoLogAndNoConfigOutput) {
                401, "err_unauthorized");
   EXPECT_EQ(http_call(rig.port(), "GET", "/v1/models", {}, {{"Authorization", "Bearer sk-right-key-0123456789"}}).status,
             200);
+  // The scheme is case-insensitive (RFC 9110 §11.1); the key is not.
+  EXPECT_EQ(http_call(rig.port(), "GET", "/v1/models", {}, {{"Authorization", "bearer sk-right-key-0123456789"}}).status,
+            200);
+  EXPECT_EQ(http_call(rig.port(), "GET", "/v1/models", {}, {{"Authorization", "BEARER sk-right-key-0123456789"}}).status,
+            200);
+  expect_error(http_call(rig.port(), "GET", "/v1/models", {}, {{"Authorization", "Bearer SK-RIGHT-KEY-0123456789"}}),
+               401, "err_unauthorized");
   auto lines = wait_for_log_lines(log_path, 6);
   ASSERT_GE(lines.size(), 6u);
   auto everything = rig.proxy->stderr_text();
