@@ -35,10 +35,28 @@ std::optional<std::string_view> choices_of(std::string_view text) {
   return v[0];
 }
 
+// The relay's lenient scan (scan_backend_object) answers as the full one on every valid
+// object, and accepts no text whose brackets do not match.
+void check_backend_scan(std::string_view text) {
+  static constexpr std::string_view keys[] = {"error", "usage", "choices", "model", "id", "created"};
+  std::optional<std::string_view> strict[6], loose[6];
+  const bool valid = find_top_level_values(text, keys, strict);
+  const bool accepted = scan_backend_object(text, keys, loose);
+  if (valid) {
+    FUZZ_CHECK(accepted);
+    for (int k = 0; k < 6; ++k) FUZZ_CHECK(strict[k] == loose[k]);
+  }
+  if (accepted) {  // one object: '{' … '}' with only whitespace around
+    const auto first = text.find_first_not_of(" \t\r\n"), last = text.find_last_not_of(" \t\r\n");
+    FUZZ_CHECK(first != std::string_view::npos && text[first] == '{' && text[last] == '}');
+  }
+}
+
 // One event through the rewriter, checking what it appended to `out`.
 void relay_event(StreamRewriter& rw, std::optional<StreamRules>& probe_rules, const SseEvent& ev, std::string& out,
                  std::string& reply, bool capture) {
   if (capture && !ev.comment) append_stream_reply(ev.data, reply);
+  check_backend_scan(ev.data);
   // The rules' cheap test must not miss an event they would change (a copy keeps the state).
   if (auto choices = choices_of(ev.data); probe_rules && !ev.comment && choices && !probe_rules->wants(*choices)) {
     StreamRules probe = *probe_rules;

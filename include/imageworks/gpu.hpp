@@ -128,6 +128,10 @@ class GpuCoordinator {
   // From a request's executor: wait until `entry` may use the GPU. Throws ProxyError (503
   // err_backend_busy after CHAT_PROXY_SWITCH_WAIT_TIMEOUT_MS, start failures) or ClientGone.
   Task<GpuLease> acquire(const ModelEntry& entry, WaitObserver* observer);
+  // From a request's executor, after `entry`'s managed vLLM server proved unreachable: true
+  // when the server has died (within a moment), its exit handled, so that acquire() starts
+  // it afresh; false when it still runs, or `entry` is not a managed vLLM model.
+  Task<bool> server_died(const ModelEntry& entry);
   // Admin: make `entry` hold the GPU (returns when ready) / free it. backend "" = both,
   // "vllm" or "ollama" = only when that backend holds it.
   Task<void> activate(const ModelEntry& entry);

@@ -5,7 +5,8 @@
 // Every function first checks that the whole input is one JSON object (structure, strings,
 // escapes, numbers, literals; nesting up to 512 levels; UTF-8 is checked only by
 // scan_request_object) and answers
-// nullopt/false, never reading out of bounds, when it is not. Keys match after unescaping
+// nullopt/false, never reading out of bounds, when it is not (scan_backend_object checks
+// less below the top level, and says so). Keys match after unescaping
 // ("mod\u0065l" is "model"). A key given twice: find/test see the last one (as nlohmann and
 // most parsers do), replace changes every occurrence so no reader can see the old value.
 #include <optional>
@@ -30,6 +31,14 @@ bool has_top_level_key(std::string_view json, std::string_view key);
 // keys.size(); false, with every out[i] reset, when `json` is not a valid object.
 bool find_top_level_values(std::string_view json, std::span<const std::string_view> keys,
                            std::span<std::optional<std::string_view>> out);
+
+// find_top_level_values for a backend's reply or stream event, once per event on the hot
+// path: the top level is checked as there (members, keys, scalar values), but nested objects
+// and arrays only for well-formed strings and matched brackets, since the proxy relays them as
+// they came and reads none of them without a check of its own (the §7 rules parse what
+// they change). Same answers as find_top_level_values on any valid JSON.
+bool scan_backend_object(std::string_view json, std::span<const std::string_view> keys,
+                         std::span<std::optional<std::string_view>> out);
 
 // A request body's scan (SPEC §9): find_top_level_values that also requires every string to
 // be well-formed UTF-8 (RFC 8259 §8.1) with no \u escape of a lone UTF-16 surrogate (§8.2),

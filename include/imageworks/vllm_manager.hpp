@@ -52,6 +52,13 @@ class VllmControl {
   // is not handled yet, handle it now (on_unexpected_exit runs), so the request waits for a
   // fresh start instead of meeting a closed port. Local mode; remote mode learns by polling.
   virtual void notice_exit_now() {}
+  // After a request found the running server unreachable: true when its process has exited,
+  // now or within `limit` (the exit is then handled, as notice_exit_now does), false when it
+  // still runs. Local mode; remote mode answers false (the executor's poll sees a death).
+  virtual Task<bool> wait_for_exit(std::chrono::milliseconds limit) {
+    (void)limit;
+    co_return false;
+  }
   // Runs on the owner's executor when the server exits on its own (crash, OOM kill).
   std::function<void(const std::string& why)> on_unexpected_exit;
   // Runs on the owner's executor after status() changed (starting, ready, stopping…).

@@ -160,6 +160,14 @@ Task<GpuLease> GpuCoordinator::acquire(const ModelEntry& entry, WaitObserver* ob
   co_return lease;
 }
 
+Task<bool> GpuCoordinator::server_died(const ModelEntry& entry) {
+  if (target_for(entry).kind != GpuTarget::Kind::vllm) co_return false;
+  // A dying process closes its sockets a moment before its exit is reported: a second at
+  // most, while a server that refused but still runs costs its 502 that second.
+  constexpr auto kExitWait = std::chrono::milliseconds(1000);
+  co_return co_await asio::co_spawn(ioc_, core_->vllm->wait_for_exit(kExitWait), use_task);
+}
+
 void GpuCoordinator::release_one() {
   asio::post(ioc_, [this] { core_->release(); });
 }

@@ -67,31 +67,46 @@ Task<void> ChatForwarder::handle(Exchange& ex, std::string path) {
     const std::string& base = entry.backend_config.base_url.empty() ? app_.cfg.ollama_base_url : entry.backend_config.base_url;
     co_await app_.autostart->ensure(entry.backend, base);
   }
-  GpuLease lease;
-  if (app_.gpu && app_.gpu->manages(*model.entry)) {
-    LoadingFeedback feedback(ex, fr.stream, model.id);
-    bool left = false;
-    try {
-      lease = co_await app_.gpu->acquire(*model.entry, &feedback);
-    } catch (const ClientGone&) {
-      left = true;
-    }
-    if (left) {
-      ex.throw_if_aborted();  // shutdown: the stream gets its error event
-      ex.client_left();
-      co_return;
-    }
-    if (lease.waited) rec.switch_ms = lease.waited_ms;
-    co_await feedback.finish();
-  }
-  BackendRoute route = backend_route(app_.cfg, *model.entry, lease.base_url());
-  prepare_payload(fr, *model.entry);
-
+  const bool on_gpu = app_.gpu && app_.gpu->manages(entry);
+  prepare_payload(fr, entry);
   RelaySettings settings{std::chrono::milliseconds(app_.cfg.backend_timeout_ms),
                          std::chrono::milliseconds(app_.cfg.stream_idle_timeout_ms),
                          static_cast<std::size_t>(app_.cfg.max_sse_event_bytes),
                          !app_.cfg.disable_tool_normalization, log_prompts};
-  co_await relay(ex, fr, route, settings);
+  for (int attempt = 0;; ++attempt) {
+    GpuLease lease;
+    if (on_gpu) {
+      LoadingFeedback feedback(ex, fr.stream, model.id);
+      bool left = false;
+      try {
+        lease = co_await app_.gpu->acquire(entry, &feedback);
+      } catch (const ClientGone&) {
+        left = true;
+      }
+      if (left) {
+        ex.throw_if_aborted();  // shutdown: the stream gets its error event
+        ex.client_left();
+        co_return;
+      }
+      if (lease.waited) rec.switch_ms = lease.waited_ms;
+      co_await feedback.finish();
+    }
+    BackendRoute route = backend_route(app_.cfg, entry, lease.base_url());
+    std::optional<BackendUnreachable> unreachable;
+    try {
+      co_await relay(ex, fr, route, settings);
+      co_return;
+    } catch (const BackendUnreachable& e) {
+      if (!on_gpu || attempt > 0 || ex.head_sent()) throw;
+      unreachable.emplace(e);
+    }
+    // The managed server refused or dropped the request before answering: if it has just
+    // died, the request waits for it to be started afresh (once) instead of failing.
+    lease.release();
+    if (!co_await app_.gpu->server_died(entry)) throw *unreachable;
+    spdlog::warn("[gpu] '{}': its server died before answering a request; the request waits for a fresh start",
+                 entry.name);
+  }
 }
 
 }  // namespace imageworks

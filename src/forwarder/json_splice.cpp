@@ -239,6 +239,34 @@ std::size_t skip_value(std::string_view s, std::size_t i) {
   }
 }
 
+// `i` at '{' or '['; the index past the matching closer, or npos. Only strings (skip_string)
+// and brackets (matched, up to kMaxDepth) are checked: what lies between them — commas,
+// colons, numbers, literals — is stepped over a byte at a time. For a backend's reply, which
+// the proxy relays and does not read below the top level (scan_backend_object).
+std::size_t skip_container_loose(std::string_view s, std::size_t i) {
+  char closers[kMaxDepth];
+  std::size_t depth = 0;
+  const std::size_t n = s.size();
+  for (; i < n; ++i) {
+    switch (const char c = s[i]) {
+      case '"':
+        if ((i = skip_string<false>(s, i)) == npos) return npos;
+        --i;  // (the loop steps past the closing quote)
+        break;
+      case '{': case '[':
+        if (depth == kMaxDepth) return npos;
+        closers[depth++] = c == '{' ? '}' : ']';
+        break;
+      case '}': case ']':
+        if (depth == 0 || closers[depth - 1] != c) return npos;
+        if (--depth == 0) return i + 1;
+        break;
+      default: break;
+    }
+  }
+  return npos;
+}
+
 struct Member {
   std::string_view key_raw;  // between the quotes, still escaped
   std::size_t value_begin, value_end;
@@ -248,7 +276,7 @@ struct Member {
 // brace, or nullopt when `s` is not exactly one JSON object (surrounding whitespace allowed).
 // Members are reported before the rest is checked: use them only when this succeeds. With
 // Utf8, every string must also be well-formed UTF-8.
-template <bool Utf8 = false, class F>
+template <bool Utf8 = false, bool LooseNesting = false, class F>
 std::optional<std::size_t> walk_top_level(std::string_view s, F&& on_member) {
   const std::size_t n = s.size();
   std::size_t i = skip_ws(s, 0);
@@ -263,7 +291,14 @@ std::optional<std::size_t> walk_top_level(std::string_view s, F&& on_member) {
     i = skip_ws(s, key_end);
     if (i >= n || s[i] != ':') return std::nullopt;
     const std::size_t value_begin = skip_ws(s, i + 1);
-    const std::size_t value_end = skip_value<Utf8>(s, value_begin);
+    std::size_t value_end;
+    if constexpr (LooseNesting) {
+      value_end = value_begin < n && (s[value_begin] == '{' || s[value_begin] == '[')
+                      ? skip_container_loose(s, value_begin)
+                      : value_begin < n ? skip_scalar<false>(s, value_begin) : npos;
+    } else {
+      value_end = skip_value<Utf8>(s, value_begin);
+    }
     if (value_end == npos) return std::nullopt;
     on_member(Member{s.substr(key_begin + 1, key_end - key_begin - 2), value_begin, value_end});
     i = skip_ws(s, value_end);
@@ -358,11 +393,14 @@ bool has_top_level_key(std::string_view json, std::string_view key) {
   return find_last(json, key).has_value();
 }
 
-bool find_top_level_values(std::string_view json, std::span<const std::string_view> keys,
-                           std::span<std::optional<std::string_view>> out) {
+namespace {
+
+template <bool LooseNesting>
+bool find_values(std::string_view json, std::span<const std::string_view> keys,
+                 std::span<std::optional<std::string_view>> out) {
   const std::size_t n = std::min(keys.size(), out.size());
   for (std::size_t k = 0; k < out.size(); ++k) out[k].reset();
-  const bool valid = walk_top_level(json, [&](const Member& m) {
+  const bool valid = walk_top_level<false, LooseNesting>(json, [&](const Member& m) {
     std::optional<std::string> decoded;
     if (auto key = unescaped_key(m, decoded)) pick_wanted(json, m, *key, keys.first(n), out);
   }).has_value();
@@ -370,6 +408,18 @@ bool find_top_level_values(std::string_view json, std::span<const std::string_vi
     for (std::size_t k = 0; k < out.size(); ++k) out[k].reset();
   }
   return valid;
+}
+
+}  // namespace
+
+bool find_top_level_values(std::string_view json, std::span<const std::string_view> keys,
+                           std::span<std::optional<std::string_view>> out) {
+  return find_values<false>(json, keys, out);
+}
+
+bool scan_backend_object(std::string_view json, std::span<const std::string_view> keys,
+                         std::span<std::optional<std::string_view>> out) {
+  return find_values<true>(json, keys, out);
 }
 
 std::size_t first_invalid_utf8(std::string_view s) {

@@ -135,11 +135,11 @@ void finish_reply(std::string& body, const std::string& model_json, bool chat, b
                   RequestRecord& out) {
   static constexpr std::string_view keys[] = {"model", "usage", "choices"};
   std::optional<std::string_view> v[3];
-  if (!find_top_level_values(body, keys, v)) return;
+  if (!scan_backend_object(body, keys, v)) return;
   if (chat && v[2] && mentions_response_trigger(*v[2], true)) {
     if (auto normalised = normalise_reply(body, normalize_tools)) {
       body = std::move(*normalised);
-      if (!find_top_level_values(body, keys, v)) return;
+      if (!scan_backend_object(body, keys, v)) return;
     }
   }
   if (v[1] && v[1]->front() == '{') read_usage(*v[1], out.prompt_tokens, out.completion_tokens);
@@ -307,7 +307,13 @@ Task<void> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& rou
   for (int attempt = 0;; ++attempt) {
     ex.throw_if_aborted();
     const auto waiting_since = std::chrono::steady_clock::now();  // connect, send, the reply's head
-    auto conn = co_await acquire_connection(*route.target, deadline, attempt == 0);
+    std::unique_ptr<UpstreamConnection> conn;
+    try {
+      conn = co_await acquire_connection(*route.target, deadline, attempt == 0);
+    } catch (const ProxyError& e) {
+      if (e.status == 502 && e.code == "err_backend_unavailable") throw BackendUnreachable(e);  // refused
+      throw;
+    }
     ex.throw_if_aborted();  // it came while connecting: the hook had no connection to close
     watch->conn = conn.get();
     conn->tcp().expires_at(deadline);
@@ -345,7 +351,9 @@ Task<void> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& rou
         drop_idle_connections(route.target->pool_key);
         continue;
       }
-      throw transport_error(route, *conn, ec, true, s);
+      auto failure = transport_error(route, *conn, ec, true, s);
+      if (failure.status == 502 && stale_connection_error(ec)) throw BackendUnreachable(std::move(failure));
+      throw failure;
     }
     bool streaming = fr.stream && head.status() == 200 && head.event_stream();
     if (streaming) co_await relay_stream(ex, fr, route, conn, head, watch, s);

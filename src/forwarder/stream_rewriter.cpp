@@ -103,7 +103,7 @@ bool StreamRewriter::on_event(std::string_view event_name, std::string_view data
   // One scan finds every member a rule needs (STYLE: no JSON tree per event).
   static constexpr std::string_view keys[] = {"error", "usage", "choices", "model", "id", "created"};
   std::optional<std::string_view> v[6];
-  bool is_object = find_top_level_values(data, keys, v);
+  bool is_object = scan_backend_object(data, keys, v);
   if (event_name == "error" || v[0]) {
     append_frame(out, stream_error_payload(data));
     finish(out);
@@ -130,11 +130,11 @@ bool StreamRewriter::on_event(std::string_view event_name, std::string_view data
   // touch); the rest as today.
   if (rules_ && v[2] && rules_->wants(*v[2])) {
     if (auto rewritten = rules_->apply(data)) {
-      if (find_top_level_values(*rewritten, keys, v)) {
+      if (scan_backend_object(*rewritten, keys, v)) {
         append_event(*rewritten, v, out);
         return true;
       }
-      find_top_level_values(data, keys, v);  // (the failed scan reset v)
+      scan_backend_object(data, keys, v);  // (the failed scan reset v)
     }
   }
   append_event(data, v, out);

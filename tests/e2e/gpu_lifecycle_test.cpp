@@ -96,14 +96,16 @@ TEST(E2eGpuFeedback, StartTimeoutAfterTheStreamOpenedIsAnErrorEvent) {
 }
 
 TEST(E2eGpuFeedback, ModelsAndHealthAnswerAtOnceDuringAColdStart) {
-  GpuRig rig({{"vllm-a", {"--fake-load-ms", "3000"}}});
+  // Answered well within the load (the state then still says "starting"); the margin is for
+  // a loaded CI machine running ASan builds in parallel.
+  GpuRig rig({{"vllm-a", {"--fake-load-ms", "6000"}}});
   auto cold = std::async(std::launch::async, [&] { return rig.chat("vllm-a"); });
   ASSERT_TRUE(rig.events->wait_for("started", 10s).has_value());
   for (const char* path : {"/v1/models", "/v1/health", "/v1/admin/state"}) {
     const auto t0 = std::chrono::steady_clock::now();
     auto r = http_call(rig.port(), "GET", path);
     EXPECT_EQ(r.status, 200) << path;
-    EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s) << path << " waited on the cold start";
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s) << path << " waited on the cold start";
   }
   auto state = json::parse(http_call(rig.port(), "GET", "/v1/admin/state").body);
   EXPECT_EQ(state["active"]["state"], "starting");

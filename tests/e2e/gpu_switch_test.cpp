@@ -115,6 +115,23 @@ TEST(E2eGpu, CrashMidStreamEndsWithAnErrorEventThenAFreshStartServes) {
   EXPECT_EQ(rig.vllm_events("started", "vllm-a").size(), 2u);
 }
 
+// A dying server closes its port a moment before its exit can be seen (here the fake closes
+// its sockets and lingers 600 ms): a request that meets the refusal in that moment is not a
+// 502 but waits for the exit and a fresh start, then is served.
+TEST(E2eGpu, ARequestMeetingADyingServersClosedPortWaitsForAFreshStart) {
+  GpuRig rig({{"vllm-a", {"--fake-crash-after-ms", "400", "--fake-crash-linger-ms", "600", "--fake-chunks", "200",
+                          "--fake-chunk-delay-ms", "20"}}});
+  SseClient c(rig.port(), "/v1/chat/completions", chat_json("vllm-a", true), 30s);
+  ASSERT_EQ(c.status(), 200);
+  auto frames = c.rest();
+  ASSERT_GE(frames.size(), 2u);
+  EXPECT_EQ(frames.back(), "data: [DONE]");
+  auto r = rig.chat("vllm-a");  // sent while the old process lingers with its port closed
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(rig.vllm_events("started", "vllm-a").size(), 2u);
+  EXPECT_TRUE(rig.proxy->wait_for_log("died before answering a request", 5s)) << rig.proxy->stderr_text();
+}
+
 // 20 streams on A are running when B is asked for: none is cut, B is served after they
 // finish, with exactly one switch.
 TEST(E2eGpu, TwentyStreamsOnAFinishBeforeTheOneSwitchToB) {

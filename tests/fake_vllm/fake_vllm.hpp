@@ -31,6 +31,9 @@ struct Options {
   Millis load{200};        // /health 503 until this long after start
   bool never_healthy = false;
   std::optional<Millis> crash_after;  // _exit(3) this long after becoming healthy
+  // With crash_after: the crash first closes every socket (the port refuses at once), then
+  // the process lingers this long before it exits — a dying server whose exit is not seen yet.
+  Millis crash_linger{0};
   Millis stop_delay{100};  // SIGTERM/SIGINT → exit 0 after this
   bool ignore_sigterm = false;  // SIGTERM is recorded and ignored; SIGINT still stops
   bool spawn_worker = false;  // fork a sleeping child in our process group (EngineCore)

@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -110,8 +111,24 @@ class Lifecycle {
       if (ec) return;
       events_.emit("crash", {{"code", 3}});
       std::fprintf(stderr, "fake_vllm: simulated crash\n");
+      if (opts_.crash_linger.count() > 0) {  // the sockets go first, the process a moment later
+        close_sockets();
+        const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(opts_.crash_linger).count();
+        timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+      }
       _exit(3);  // no cleanup, no exit event, the worker left behind: a real crash
     });
+  }
+
+  // Every socket descriptor of the process (listener and connections), closed as the kernel
+  // closes them when a process dies.
+  static void close_sockets() {
+    for (int fd = 3; fd < 1024; ++fd) {
+      struct stat st {};
+      if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) ::close(fd);
+    }
   }
 
   void wait_signal() {

@@ -55,6 +55,7 @@ const std::vector<Knob>& knobs() {
          o.crash_after = Millis(n);
          return true;
        }},
+      {"crash-linger-ms", false, millis(&Options::crash_linger)},
       {"stop-delay-ms", false, millis(&Options::stop_delay)},
       {"ignore-sigterm", true, flag(&Options::ignore_sigterm)},
       {"spawn-worker", true, flag(&Options::spawn_worker)},

@@ -160,6 +160,45 @@ TEST(JsonSplice, FindSeveralValuesInOnePass) {
   for (const auto& o : out) EXPECT_FALSE(o);
 }
 
+// The relay's scan of a backend's reply: the same answers on valid JSON; below the top level
+// only strings and brackets are checked; the top level as strictly as ever.
+TEST(JsonSplice, BackendScanAgreesOnValidJsonAndChecksNestingLoosely) {
+  const std::string_view keys[] = {"model", "choices", "usage", "id"};
+  std::optional<std::string_view> strict[4], loose[4];
+  for (std::string_view doc : {
+           R"({"id":"c1","model":"m","choices":[{"index":0,"delta":{"content":"a \"]}\" b"},"finish_reason":null}]})",
+           R"( { "model" : "m" , "usage" : { "prompt_tokens" : 3 , "x" : [ 1 , 2.5e3 , true , null , { } , [ ] ] } } )",
+           R"({"choices":[],"model":"a","model":"b","id":7})",
+           R"({})",
+       }) {
+    ASSERT_TRUE(find_top_level_values(doc, keys, strict)) << doc;
+    ASSERT_TRUE(scan_backend_object(doc, keys, loose)) << doc;
+    for (int k = 0; k < 4; ++k) EXPECT_EQ(strict[k], loose[k]) << doc << " key " << keys[k];
+  }
+  // Nested grammar is not checked (the proxy relays it as it came)...
+  EXPECT_TRUE(scan_backend_object(R"({"model":"m","choices":[{"a" 1 "b",}]})", keys, loose));
+  EXPECT_EQ(loose[0], R"("m")");
+  EXPECT_FALSE(find_top_level_values(R"({"model":"m","choices":[{"a" 1 "b",}]})", keys, strict));
+  // ...but strings and brackets are, and the top level is.
+  for (std::string_view bad : {
+           std::string_view(R"({"model":"m","choices":[{"a":1]})"),  // mismatched closer
+           std::string_view(R"({"model":"m","choices":[{"a":1})"),   // unclosed
+           std::string_view(R"({"model":"m","choices":["a]"})"),     // unclosed (the ] is in a string)
+           std::string_view("{\"model\":\"m\",\"choices\":[\"a\nb\"]}"),  // raw control character in a string
+           std::string_view(R"({"model":"m","choices":["\x"]})"),    // bad escape
+           std::string_view(R"({"model":"m" "choices":[]})"),        // top level: missing comma
+           std::string_view(R"({"model":m,"choices":[]})"),          // top level: bad scalar
+           std::string_view(R"({"model":"m","choices":[]}x)"),       // trailing bytes
+           std::string_view(R"({"model":"m","choices":]})"),         // a closer as a value
+       }) {
+    EXPECT_FALSE(scan_backend_object(bad, keys, loose)) << bad;
+    for (const auto& o : loose) EXPECT_FALSE(o) << bad;
+  }
+  // Nesting is bounded as in the full scan.
+  const std::string deep = R"({"choices":)" + std::string(600, '[') + std::string(600, ']') + "}";
+  EXPECT_FALSE(scan_backend_object(deep, keys, loose));
+}
+
 TEST(JsonSplice, TopLevelIsTrue) {
   EXPECT_TRUE(top_level_is_true(R"({"stream":true})", "stream"));
   EXPECT_TRUE(top_level_is_true(R"({ "stream" :  true  })", "stream"));

@@ -15,7 +15,7 @@ namespace {
 TEST(ProcessExitWatch, ExitedNowSeesAnExitBeforeTheEventLoopRunsAndLeavesTheChildToReap) {
   TempDir dir;
   asio::io_context ioc;  // never run: the answer must not depend on it
-  const pid_t pid = spawn_in_own_group({"/bin/sh", "-c", "read line"}, dir.path() / "child.log");
+  const pid_t pid = spawn_in_own_group({"sleep", "30"}, dir.path() / "child.log");
   ProcessExitWatch watch(ioc.get_executor(), pid);
   EXPECT_FALSE(watch.exited_now()) << "a running process reported as exited";
 
