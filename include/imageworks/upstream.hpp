@@ -102,8 +102,17 @@ class UpstreamResponseParser : public http::basic_parser<false> {
   std::uint64_t received_ = 0;
 };
 
+// The backend refused the connection (or could not be reached), or closed or reset it before
+// its reply's head: a 502 err_backend_unavailable with nothing relayed yet. For a managed
+// vLLM server it may mean the server has just died (its port closes a moment before its
+// exit is seen): ChatForwarder then checks, and retries once.
+struct BackendUnreachable : ProxyError {
+  explicit BackendUnreachable(ProxyError e) : ProxyError(std::move(e)) {}
+};
+
 // Connect (resolve, TCP, TLS handshake) or reuse a pooled connection on this thread.
-// Errors: ProxyError 502 err_backend_unavailable, 504 err_backend_timeout.
+// Errors: BackendUnreachable (502 err_backend_unavailable), 504 err_backend_timeout, 503
+// err_backend_busy when the proxy is out of descriptors.
 // `pooled == false` always connects anew (the retry after a pooled connection proved dead).
 Task<std::unique_ptr<UpstreamConnection>> acquire_connection(
     const UpstreamTarget& t, std::chrono::steady_clock::time_point deadline, bool pooled = true);

@@ -48,12 +48,8 @@ class VllmControl {
   // Returns when no server runs (SIGTERM, SIGKILL after the grace, group reaped).
   virtual Task<void> deactivate() = 0;
   virtual const VllmStatus& status() const = 0;
-  // Before a request is sent to the running server: if its process has exited and the exit
-  // is not handled yet, handle it now (on_unexpected_exit runs), so the request waits for a
-  // fresh start instead of meeting a closed port. Local mode; remote mode learns by polling.
-  virtual void notice_exit_now() {}
   // After a request found the running server unreachable: true when its process has exited,
-  // now or within `limit` (the exit is then handled, as notice_exit_now does), false when it
+  // now or within `limit` (its exit then handled: on_unexpected_exit has run), false when it
   // still runs. Local mode; remote mode answers false (the executor's poll sees a death).
   virtual Task<bool> wait_for_exit(std::chrono::milliseconds limit) {
     (void)limit;

@@ -116,9 +116,6 @@ struct GpuCoordinator::Core {
                              : holder.kind == GpuTarget::Kind::ollama;
       if (!holds) return grant(t);  // nothing to free: done at once
     }
-    // A server that died a moment ago (its port already closed, its exit not yet handled)
-    // is not granted: the request queues for a fresh start instead of meeting a refusal.
-    if (!switching && holder.kind == GpuTarget::Kind::vllm) vllm->notice_exit_now();
     if (!switching && queue.empty() && holder == t->target && !t->force) return grant(t);
     queue.push_back(t);
     tell(t, "");  // the request may open its SSE response now

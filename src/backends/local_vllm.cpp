@@ -287,26 +287,23 @@ class LocalVllm final : public VllmControl {
   // The only waiter on the pidfd: records the exit and wakes whoever waits for it.
   Task<void> monitor(std::shared_ptr<Child> c) {
     const bool exited = co_await c->watch.wait();
-    if (exited && !c->exited) handle_exit(c);  // (c->exited: notice_exit_now saw it first)
+    if (exited && !c->exited) handle_exit(c);  // (c->exited: wait_for_exit saw it first)
   }
 
   Task<bool> wait_for_exit(std::chrono::milliseconds limit) override {
-    notice_exit_now();
     const auto c = child_;
     if (!c) co_return true;  // not running (its exit was handled already)
-    // Polled, not c->exit_event: that timer's expiry belongs to wait_exit (a stop).
+    // An exit the pidfd shows already is handled now, not after the monitor's turn comes;
+    // else the monitor handles it. Polled, not c->exit_event: that timer's expiry belongs to
+    // wait_exit (a stop).
+    if (!c->exited && c->watch.exited_now()) handle_exit(c);
     asio::steady_timer pause(ex_);
     const auto deadline = std::chrono::steady_clock::now() + limit;
     while (!c->exited && std::chrono::steady_clock::now() < deadline) {
       pause.expires_after(kHealthPollMin);
       co_await pause.async_wait(use_task);
-      if (!c->exited && c->watch.exited_now()) handle_exit(c);
     }
     co_return c->exited;
-  }
-
-  void notice_exit_now() override {
-    if (child_ && !child_->exited && child_->watch.exited_now()) handle_exit(child_);
   }
 
   void handle_exit(std::shared_ptr<Child> c) {

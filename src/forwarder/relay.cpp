@@ -307,13 +307,7 @@ Task<void> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& rou
   for (int attempt = 0;; ++attempt) {
     ex.throw_if_aborted();
     const auto waiting_since = std::chrono::steady_clock::now();  // connect, send, the reply's head
-    std::unique_ptr<UpstreamConnection> conn;
-    try {
-      conn = co_await acquire_connection(*route.target, deadline, attempt == 0);
-    } catch (const ProxyError& e) {
-      if (e.status == 502 && e.code == "err_backend_unavailable") throw BackendUnreachable(e);  // refused
-      throw;
-    }
+    auto conn = co_await acquire_connection(*route.target, deadline, attempt == 0);
     ex.throw_if_aborted();  // it came while connecting: the hook had no connection to close
     watch->conn = conn.get();
     conn->tcp().expires_at(deadline);

@@ -16,13 +16,6 @@ struct RelaySettings {
   bool capture_reply = false;                 // the reply's text into the record (CHAT_PROXY_LOG_PROMPTS=1)
 };
 
-// The backend refused the connection, or closed or reset it before its reply's head: a 502
-// err_backend_unavailable that, for a managed vLLM server, may mean it has just died (its
-// port closes a moment before its exit is seen); ChatForwarder then checks, and retries once.
-struct BackendUnreachable : ProxyError {
-  explicit BackendUnreachable(ProxyError e) : ProxyError(std::move(e)) {}
-};
-
 // What telemetry needs (TTFT, usage, a mid-stream error, the time waiting on the backend)
 // goes into the exchange's record.
 Task<void> relay(Exchange& ex, const ForwardRequest& fr, const BackendRoute& route, const RelaySettings& settings);

@@ -98,16 +98,10 @@ std::optional<BackendSlot> try_backend_slot(const std::string& key) {
 Task<BackendSlot> acquire_backend_slot(const std::string& key, std::chrono::steady_clock::time_point deadline,
                                        SlotWaitHandle& handle, bool& cancelled) {
   cancelled = false;
+  std::optional<BackendSlot> free_slot = try_backend_slot(key);  // the common case: no waiter, no timer
+  if (free_slot) co_return std::move(*free_slot);
   const auto limits = g_limits;
-  if (limits.max_concurrent == 0) co_return BackendSlot();
   BackendGate& g = gate_for(key);
-  {
-    std::lock_guard lk(g.mu);
-    if (g.in_flight < limits.max_concurrent) {  // the common case: no waiter, no timer
-      ++g.in_flight;
-      co_return BackendSlot(&g);
-    }
-  }
   const Executor ex = co_await asio::this_coro::executor;
   auto w = std::make_shared<Waiter>(ex);
   {

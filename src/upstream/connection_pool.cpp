@@ -34,16 +34,15 @@ bool still_usable(UpstreamConnection& c) {
   return c.tcp().socket().is_open() && c.buffer.size() == 0;
 }
 
-ProxyError connect_error(const UpstreamTarget& t, const TimedSocket& s, const beast::error_code& ec) {
+[[noreturn]] void throw_connect_error(const UpstreamTarget& t, const TimedSocket& s, const beast::error_code& ec) {
   if (is_resource_exhaustion(ec)) {  // the proxy's own limit, not the backend's fault
     note_resource_exhaustion("connect", ec);
-    return ProxyError(503, "err_backend_busy", std::string(kExhaustedMessage), {}, kExhaustedRetryAfterS);
+    throw ProxyError(503, "err_backend_busy", std::string(kExhaustedMessage), {}, kExhaustedRetryAfterS);
   }
   if (timed_out(s, ec))
-    return ProxyError(504, "err_backend_timeout",
-                      "backend " + t.pool_key + " did not accept a connection in time");
-  return ProxyError(502, "err_backend_unavailable",
-                    "backend " + t.pool_key + " is unavailable: " + ec.message());
+    throw ProxyError(504, "err_backend_timeout", "backend " + t.pool_key + " did not accept a connection in time");
+  throw BackendUnreachable(
+      ProxyError(502, "err_backend_unavailable", "backend " + t.pool_key + " is unavailable: " + ec.message()));
 }
 
 }  // namespace
@@ -97,7 +96,7 @@ Task<std::unique_ptr<UpstreamConnection>> acquire_connection(
     if (!ec) co_await asio::async_connect(stream.socket(), results, asio::redirect_error(use_task, ec));
   }
   if (!ec && stream.expired()) ec = asio::error::timed_out;  // a range connect may outlive a sweep
-  if (ec) throw connect_error(t, stream, ec);
+  if (ec) throw_connect_error(t, stream, ec);
   stream.socket().set_option(tcp::no_delay(true), ec);
   ec = {};
   if (c->is_tls()) {
@@ -106,7 +105,7 @@ Task<std::unique_ptr<UpstreamConnection>> acquire_connection(
       throw ProxyError(502, "err_backend_unavailable", "cannot set TLS SNI for " + t.host);
     tls.set_verify_callback(asio::ssl::host_name_verification(t.host));
     co_await tls.async_handshake(asio::ssl::stream_base::client, asio::redirect_error(use_task, ec));
-    if (ec) throw connect_error(t, stream, ec);
+    if (ec) throw_connect_error(t, stream, ec);
   }
   co_return c;
 }

@@ -1,6 +1,6 @@
-// ProcessExitWatch::exited_now (§8): the GPU coordinator asks it before granting a request
-// to the running vLLM server, at a moment the event loop may not have run the exit event
-// yet. It must see an exit without the event loop and without reaping the child.
+// ProcessExitWatch::exited_now (§8): the vLLM manager asks it when a request found the server
+// unreachable, at a moment the event loop may not have run the exit event yet. It must see an
+// exit without the event loop and without reaping the child.
 #include <csignal>
 
 #include <gtest/gtest.h>
